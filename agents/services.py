@@ -131,6 +131,7 @@ class _RunRecorder:
         self.message: Message | None = None  # the assistant message being streamed
         self.partial: list[str] = []
         self.first_token_at = None
+        self.rounds = 0
 
     def __call__(self, event: str, data: dict) -> None:
         handler = getattr(self, "on_" + event.replace(".", "_"), None)
@@ -148,6 +149,7 @@ class _RunRecorder:
         )
 
     def on_message_started(self, data):
+        self.rounds += 1
         self.partial = []
         self.message = self._new_message(role=Message.Role.ASSISTANT, status=Message.Status.STREAMING)
         return {**data, "message_id": self.message.pk}
@@ -210,7 +212,7 @@ class _RunRecorder:
             self.message.status = Message.Status.FAILED
             self.message.completed_at = timezone.now()
             self.message.save(update_fields=["content", "status", "completed_at"])
-        if self._end(status=Run.Status.FAILED, stop_reason=Run.StopReason.ERROR, error=error):
+        if self._end(status=Run.Status.FAILED, stop_reason=Run.StopReason.ERROR, error=error, rounds=self.rounds):
             self.publish(
                 "run.failed",
                 {"status": "failed", "error": error, "message_id": self.message.pk if self.message else None},
