@@ -8,6 +8,7 @@ honouring Retry-After); nothing here retries again.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -174,10 +175,11 @@ def client_for(model: str) -> tuple[LLMClient, str]:
     Only the default provider (LLM_BASE_URL) is configured today, so "provider/model" strings
     are passed through whole: llama-swap and Ollama model names often contain a slash.
     """
-    client = OpenAICompatibleClient(
-        base_url=settings.LLM_BASE_URL,
-        api_key=settings.LLM_API_KEY,
-        timeout=settings.LLM_TIMEOUT_SECONDS,
-        max_retries=settings.LLM_MAX_RETRIES,
-    )
+    client = _client(settings.LLM_BASE_URL, settings.LLM_API_KEY, settings.LLM_TIMEOUT_SECONDS, settings.LLM_MAX_RETRIES)
     return client, (model or settings.LLM_MODEL)
+
+
+@functools.lru_cache(maxsize=8)
+def _client(base_url: str, api_key: str, timeout: float, max_retries: int) -> OpenAICompatibleClient:
+    # One client per backend and process: it keeps its HTTP connections open between runs.
+    return OpenAICompatibleClient(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
