@@ -56,6 +56,9 @@ class Run(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # A running run belongs to its worker until this time; the worker renews it as it goes.
+    # Past it, the worker is presumed dead and the sweeper ends the run (gateway.tasks).
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     accepted_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     first_token_at = models.DateTimeField(null=True, blank=True)

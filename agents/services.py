@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 Publish = Callable[[str, dict], None]
 # How much of a tool's arguments and result a live event carries; the database has it all.
 EVENT_PREVIEW_CHARS = 2000
+LEASE_RENEW_SECONDS = 15
 
 
 def agent_default() -> Agent | None:
@@ -74,9 +77,40 @@ def run_claim_next(*, thread_id: int) -> Run | None:
             return None
         run.status = Run.Status.RUNNING
         run.started_at = timezone.now()
+        run.lease_expires_at = run.started_at + lease_duration()
         run.attempts += 1
-        run.save(update_fields=["status", "started_at", "attempts"])
+        run.save(update_fields=["status", "started_at", "lease_expires_at", "attempts"])
     return run
+
+
+def lease_duration() -> timedelta:
+    # Longer than the longest silence a healthy run can have: the model's own timeout
+    # (waiting for a first token on a slow CPU) plus a margin.
+    return timedelta(seconds=settings.LLM_TIMEOUT_SECONDS + 60)
+
+
+WORKER_LOST_ERROR = "The worker stopped while answering (it was restarted or crashed). Retry to ask again."
+
+
+def runs_expire() -> list[Run]:
+    """Fails running runs whose lease has expired, and returns them.
+
+    Each is moved with a conditional update, so a run that its worker finished meanwhile
+    is left alone. A partial assistant message of such a run is marked failed.
+    """
+    now = timezone.now()
+    expired = []
+    for run in Run.objects.filter(status=Run.Status.RUNNING, lease_expires_at__lt=now):
+        updated = Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, lease_expires_at__lt=now).update(
+            status=Run.Status.FAILED, stop_reason=Run.StopReason.ERROR, error=WORKER_LOST_ERROR, finished_at=now
+        )
+        if updated:
+            Message.objects.filter(
+                thread_id=run.thread_id, turn=run.user_message.turn, status=Message.Status.STREAMING
+            ).update(status=Message.Status.FAILED, completed_at=now)
+            run.refresh_from_db()
+            expired.append(run)
+    return expired
 
 
 def run_has_queued(*, thread_id: int) -> bool:
@@ -132,12 +166,23 @@ class _RunRecorder:
         self.partial: list[str] = []
         self.first_token_at = None
         self.rounds = 0
+        self._lease_renewed = time.monotonic()
 
     def __call__(self, event: str, data: dict) -> None:
+        self._renew_lease()
         handler = getattr(self, "on_" + event.replace(".", "_"), None)
         if handler is not None:
             data = handler(data)
         self.publish(event, data)
+
+    def _renew_lease(self) -> None:
+        # At most every LEASE_RENEW_SECONDS, so a fast stream costs a handful of writes.
+        if time.monotonic() - self._lease_renewed < LEASE_RENEW_SECONDS:
+            return
+        self._lease_renewed = time.monotonic()
+        Run.objects.filter(pk=self.run.pk, status=Run.Status.RUNNING).update(
+            lease_expires_at=timezone.now() + lease_duration()
+        )
 
     def _new_message(self, **fields) -> Message:
         return Message.objects.create(

@@ -102,6 +102,17 @@ def publish_run_queued(run) -> None:
     sender().send(thread_group(run.thread_id), _group_message(event))
 
 
+def publish_run_expired(run) -> None:
+    """Announces a run ended by the sweeper. Its worker's sequence is lost with the worker,
+    so the event carries seq null: clients treat it as final and re-read the turn."""
+    event = {
+        "type": "run.failed", "thread": run.thread_id, "run": run.pk, "seq": None,
+        "status": "failed", "error": run.error, "message_id": None,
+    }
+    sender().send(thread_group(run.thread_id), _group_message(event))
+    deliveries.deliver(run.source, event)
+
+
 class RunPublisher:
     """The `publish(event_type, data)` callable for one run, as the worker executes it."""
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from django_q.tasks import async_task
 
-from agents.services import run_claim_next, run_execute, run_has_queued
+from agents.services import run_claim_next, run_execute, run_has_queued, runs_expire
 
-from .events import RunPublisher
+from .events import RunPublisher, publish_run_expired
 
 
 def thread_enqueue(thread_id: int) -> None:
@@ -33,3 +33,16 @@ def thread_process(thread_id: int) -> None:
         publisher.close()
     if run_has_queued(thread_id=thread_id):
         thread_enqueue(thread_id)
+
+
+def runs_sweep() -> int:
+    """Ends runs whose worker died (expired lease) as failed, visibly, and unblocks their threads.
+
+    Scheduled every minute (gateway/migrations/0001). Returns how many runs it ended.
+    """
+    expired = runs_expire()
+    for run in expired:
+        publish_run_expired(run)
+        if run_has_queued(thread_id=run.thread_id):
+            thread_enqueue(run.thread_id)
+    return len(expired)
