@@ -78,6 +78,8 @@ def _clean_text(text) -> str:
 def _thread_for(owner, thread_id) -> Thread:
     if thread_id is None:
         return Thread.objects.create(owner=owner)
+    if isinstance(thread_id, bool):  # JSON true would otherwise read as thread 1
+        raise SubmissionRejected("That thread does not exist (it may have been deleted).")
     try:
         # The row lock keeps turn numbers and run order straight when two channels write at once.
         return Thread.objects.select_for_update().get(pk=int(thread_id), owner=owner)
