@@ -140,7 +140,9 @@ GATEWAY_STREAM_FLUSH_SECONDS = float(os.environ.get("GATEWAY_STREAM_FLUSH_SECOND
 GATEWAY_BROKER = os.environ.get("GATEWAY_BROKER", "redis")  # "redis" or "orm"
 
 Q_CLUSTER = {
-    "name": "hearth",
+    # The queue's Redis key is django_q:<name>:q, so REDIS_PREFIX must name it too: two
+    # installations (or the test suite) sharing one Redis would otherwise take each other's tasks.
+    "name": REDIS_PREFIX,
     "workers": GATEWAY_WORKERS,
     # django-q2 restarts a task after `retry` seconds if it has not been acknowledged, so
     # `timeout` must stay below `retry` (platform-facts); our own run table does the rest.
