@@ -135,7 +135,7 @@ class OpenAICompatibleClient:
         finish_reason = ""
         prompt_tokens = completion_tokens = 0
         with stream:
-            for chunk in stream:
+            for chunk in _chunks(stream):
                 if chunk.usage is not None:
                     prompt_tokens = chunk.usage.prompt_tokens or 0
                     completion_tokens = chunk.usage.completion_tokens or 0
@@ -155,6 +155,18 @@ class OpenAICompatibleClient:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
         )
+
+
+def _chunks(stream) -> Iterator:
+    """The stream's chunks. This SDK reports a body broken off midway as APIConnectionError,
+    the same as a server it never reached; here the server did answer, so say it was cut off."""
+    try:
+        yield from stream
+    except openai.APITimeoutError:
+        raise
+    except openai.APIConnectionError as exc:
+        cause = exc.__cause__ or exc
+        raise LLMError(f"The model's answer was cut off ({type(cause).__name__}).", retryable=True) from exc
 
 
 def _status_message(exc: openai.APIStatusError) -> str:
