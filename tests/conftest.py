@@ -9,7 +9,6 @@ the same Redis never sees test events or test tasks, nor the other way round.
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import redis
@@ -22,6 +21,7 @@ from config.embedded_redis import redis_ping, redis_start
 from tests.doubles.openai_server import ScriptedOpenAIServer
 
 from .factories import AgentFactory, UserFactory
+from .llm_backend import use_llm_server
 
 # Django is set up before any conftest is imported, so the environment arrives too late for
 # settings.py: the prefix is applied to the live settings below. Setting it in the
@@ -104,17 +104,3 @@ def llm_server(settings):
     with ScriptedOpenAIServer() as server:
         use_llm_server(settings, server)
         yield server
-
-
-def use_llm_server(settings, server: ScriptedOpenAIServer) -> None:
-    settings.LLM_BASE_URL = server.url
-    settings.LLM_MAX_RETRIES = 0
-    settings.LLM_TIMEOUT_SECONDS = 10
-
-
-def closed_port_url() -> str:
-    """A base URL where nothing listens: the connection is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"

@@ -7,7 +7,7 @@ import pytest
 from agents.models import Agent, Run
 from agents.services import agent_default, agents_seed, run_claim_next, run_execute
 from chat.models import Message
-from tests.conftest import closed_port_url, use_llm_server
+from tests.llm_backend import closed_port_url, use_llm_server
 from tests.doubles.openai_server import ScriptedOpenAIServer, tokenize
 from tests.factories import AgentFactory, RunFactory, ThreadFactory
 
