@@ -1,0 +1,158 @@
+"""The chat websocket through the real ASGI stack: origin check, session auth, Redis layer."""
+
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+
+from agents.models import Run
+from chat.consumers import CLOSE_UNAUTHENTICATED, MAX_FRAME_BYTES
+from chat.models import Message
+from config.asgi import application
+from gateway.events import thread_group
+from tests.factories import AgentFactory, ThreadFactory, UserFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+
+
+@pytest.fixture
+def owner():
+    return UserFactory()
+
+
+@pytest.fixture
+def agent():
+    return AgentFactory(slug="assistant", is_default=True)
+
+
+@pytest.fixture
+def session_cookie(owner):
+    client = Client()
+    client.force_login(owner)
+    return (b"cookie", f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode())
+
+
+@pytest.fixture
+async def socket(session_cookie, task_queue):
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=[ORIGIN, session_cookie])
+    connected, _ = await communicator.connect()
+    assert connected
+    yield communicator
+    await communicator.disconnect()
+
+
+async def test_a_visitor_who_is_not_logged_in_is_refused():
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=[ORIGIN])
+
+    connected, code = await communicator.connect()
+    await communicator.disconnect()
+
+    assert (connected, code) == (False, CLOSE_UNAUTHENTICATED)
+
+
+@pytest.mark.parametrize("origin", [b"http://evil.example", b"http://127.0.0.1.evil.example:8000", None])
+async def test_a_page_from_another_origin_is_refused_even_with_the_cookie(session_cookie, origin):
+    headers = [session_cookie] + ([(b"origin", origin)] if origin else [])
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+
+    connected, _ = await communicator.connect()
+    await communicator.disconnect()
+
+    assert not connected
+
+
+async def test_subscribing_to_an_own_thread_is_confirmed(socket, owner):
+    thread = await database_sync_to_async(ThreadFactory)(owner=owner)
+
+    await socket.send_json_to({"type": "subscribe", "thread": thread.pk})
+
+    assert await socket.receive_json_from() == {"type": "subscribed", "thread": thread.pk}
+
+
+@pytest.mark.parametrize("thread", ["another owner's", 999_999, "abc", None])
+async def test_subscribing_to_a_thread_that_is_not_ones_own_is_an_error(socket, thread):
+    if thread == "another owner's":
+        thread = (await database_sync_to_async(ThreadFactory)(owner=await database_sync_to_async(UserFactory)())).pk
+
+    await socket.send_json_to({"type": "subscribe", "thread": thread, "ref": "s1"})
+
+    assert await socket.receive_json_from() == {"type": "error", "error": "That thread does not exist.", "ref": "s1"}
+
+
+async def test_a_message_for_a_new_thread_is_accepted_and_stored(socket, owner, agent):
+    await socket.send_json_to({"type": "message.send", "thread": None, "text": "hello", "ref": "c1"})
+
+    accepted = await socket.receive_json_from()
+
+    message = await database_sync_to_async(Message.objects.select_related("thread").get)(pk=accepted["message_id"])
+    run = await database_sync_to_async(Run.objects.get)(pk=accepted["run"])
+    assert accepted == {
+        "type": "message.accepted", "ref": "c1", "thread": message.thread_id, "message_id": message.pk,
+        "run": run.pk, "turn": 1, "created_thread": True, "url": f"/threads/{message.thread_id}/",
+    }
+    assert (message.content, message.thread.owner_id, run.user_message_id, run.status) == ("hello", owner.pk, message.pk, "queued")
+
+
+async def test_a_message_to_a_subscribed_thread_is_accepted_and_announced_as_queued(socket, owner, agent):
+    thread = await database_sync_to_async(ThreadFactory)(owner=owner, default_agent=agent)
+    await socket.send_json_to({"type": "subscribe", "thread": thread.pk})
+    await socket.receive_json_from()
+
+    await socket.send_json_to({"type": "message.send", "thread": thread.pk, "text": "again", "ref": "c2"})
+
+    frames = {f["type"]: f for f in [await socket.receive_json_from(timeout=3), await socket.receive_json_from(timeout=3)]}
+    accepted, queued = frames["message.accepted"], frames["run.queued"]
+    assert (accepted["thread"], accepted["created_thread"], accepted["turn"]) == (thread.pk, False, 1)
+    assert queued == {
+        "type": "run.queued", "thread": thread.pk, "run": accepted["run"], "seq": 0,
+        "message_id": accepted["message_id"], "turn": 1, "agent": "assistant",
+    }
+
+
+async def test_a_rejected_message_is_an_error_frame_with_its_ref(socket, agent):
+    await socket.send_json_to({"type": "message.send", "thread": None, "text": "   ", "ref": "c3"})
+
+    assert await socket.receive_json_from() == {"type": "error", "error": "Type a message first: it is empty.", "ref": "c3"}
+    assert await database_sync_to_async(Message.objects.count)() == 0
+
+
+async def test_bad_frames_each_get_an_error_and_the_socket_keeps_working(socket, owner):
+    bad_frames = [
+        ({"text_data": "{not json"}, "That frame is not valid JSON."),
+        ({"text_data": "[1, 2]"}, 'A frame must be a JSON object with a "type".'),
+        ({"text_data": '{"type": "reboot"}'}, "Unknown frame type 'reboot'."),
+        ({"bytes_data": b'{"type": "subscribe"}'}, "Send JSON text frames."),
+        ({"text_data": json.dumps({"type": "message.send", "text": "x" * MAX_FRAME_BYTES})}, "Frame too large (limit 256 KB)."),
+    ]
+    for frame, error in bad_frames:
+        await socket.send_to(**frame)
+        assert await socket.receive_json_from() == {"type": "error", "error": error, "ref": None}
+
+    thread = await database_sync_to_async(ThreadFactory)(owner=owner)
+    await socket.send_json_to({"type": "subscribe", "thread": thread.pk})
+    assert await socket.receive_json_from() == {"type": "subscribed", "thread": thread.pk}
+
+
+async def test_run_events_sent_to_the_thread_group_reach_the_subscriber(socket, owner):
+    thread = await database_sync_to_async(ThreadFactory)(owner=owner)
+    await socket.send_json_to({"type": "subscribe", "thread": thread.pk})
+    await socket.receive_json_from()
+    event = {"type": "message.streamed", "thread": thread.pk, "run": 3, "seq": 4, "message_id": 9, "delta": "Hel"}
+
+    await get_channel_layer().group_send(thread_group(thread.pk), {"type": "run.event", "event": event})
+
+    assert await socket.receive_json_from(timeout=3) == event
+
+
+async def test_events_of_threads_not_subscribed_do_not_arrive(socket, owner):
+    thread = await database_sync_to_async(ThreadFactory)(owner=owner)
+
+    await get_channel_layer().group_send(thread_group(thread.pk), {"type": "run.event", "event": {"type": "run.started"}})
+
+    assert await socket.receive_nothing(timeout=0.3)
