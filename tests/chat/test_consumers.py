@@ -14,21 +14,14 @@ from chat.consumers import CLOSE_UNAUTHENTICATED, MAX_FRAME_BYTES
 from chat.models import Message
 from config.asgi import application
 from gateway.events import thread_group
-from tests.factories import AgentFactory, ThreadFactory, UserFactory
+from tests.factories import ThreadFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
-
-
-@pytest.fixture
-def owner():
-    return UserFactory()
-
-
-@pytest.fixture
-def agent():
-    return AgentFactory(slug="assistant", is_default=True)
+# A refused socket's app waits on its channel-layer receive, which channels-redis only gives
+# up after its BRPOP timeout; the communicator cancels it instead of waiting that long.
+REFUSED_APP_WAIT_SECONDS = 0.1
 
 
 @pytest.fixture
@@ -51,7 +44,7 @@ async def test_a_visitor_who_is_not_logged_in_is_refused():
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=[ORIGIN])
 
     connected, code = await communicator.connect()
-    await communicator.disconnect()
+    await communicator.disconnect(timeout=REFUSED_APP_WAIT_SECONDS)
 
     assert (connected, code) == (False, CLOSE_UNAUTHENTICATED)
 
@@ -62,7 +55,7 @@ async def test_a_page_from_another_origin_is_refused_even_with_the_cookie(sessio
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
 
     connected, _ = await communicator.connect()
-    await communicator.disconnect()
+    await communicator.disconnect(timeout=REFUSED_APP_WAIT_SECONDS)
 
     assert not connected
 

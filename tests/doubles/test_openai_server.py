@@ -200,7 +200,7 @@ def test_it_waits_for_the_first_token_then_paces_the_rest():
         rest = list(stream)
         total = time.monotonic() - started
 
-    assert 0.2 <= first < 0.5
+    assert 0.2 <= first < 1.0
     assert len(rest) == 11  # ten more deltas and the completion
     assert total - first >= 10 / 50 * 0.9
 
@@ -244,7 +244,15 @@ def test_models_and_health_endpoints(server):
 
 def test_stop_returns_promptly_during_a_slow_stream():
     server = ScriptedOpenAIServer(ttft_seconds=30, script=["never sent"]).start()
-    thread = threading.Thread(target=lambda: pytest.raises(LLMError, _stream, server), daemon=True)
+    outcome = []
+
+    def ask():
+        try:
+            outcome.append(_stream(server))
+        except LLMError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=ask, daemon=True)
     thread.start()
     time.sleep(0.2)
 
@@ -253,4 +261,4 @@ def test_stop_returns_promptly_during_a_slow_stream():
     thread.join(timeout=5)
 
     assert time.monotonic() - started < 2
-    assert not thread.is_alive()
+    assert [type(o) for o in outcome] == [LLMError]  # the client saw the answer break off
