@@ -12,9 +12,15 @@ def history_for_run(run, agent) -> list[dict]:
 
     Later turns (the user may have typed ahead) are left out. Tool calls with no stored result
     (a fork cut between them, or a failed round) are dropped, as are results with no call,
-    because providers reject a history where the two do not pair up.
+    because providers reject a history where the two do not pair up. Answers that broke off
+    (status failed) are left out too: a retry must answer the question afresh, and servers
+    such as llama.cpp continue a trailing assistant message as if it were a prefix.
     """
-    rows = run.thread.messages.filter(turn__lte=run.user_message.turn).order_by("turn", "id")
+    rows = (
+        run.thread.messages.filter(turn__lte=run.user_message.turn)
+        .exclude(status=Message.Status.FAILED)
+        .order_by("turn", "id")
+    )
     return [{"role": "system", "content": agent.system_prompt or DEFAULT_SYSTEM_PROMPT}] + messages_to_wire(rows)
 
 
