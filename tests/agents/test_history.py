@@ -80,3 +80,15 @@ def test_an_agent_without_a_prompt_gets_the_default_one():
     run = RunFactory(thread__default_agent=agent)
 
     assert history_for_run(run, agent)[0] == {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}
+
+
+def test_a_failed_partial_answer_is_left_out_so_a_retry_answers_the_question_afresh():
+    thread = ThreadFactory()
+    failed = RunFactory(thread=thread, user_message__content="tell me a story", status="failed")
+    MessageFactory(thread=thread, role=Message.Role.ASSISTANT, content="Once upon a", status=Message.Status.FAILED)
+    retry = RunFactory(thread=thread, user_message=failed.user_message)
+
+    history = history_for_run(retry, thread.default_agent)
+
+    # A trailing assistant message would be continued as a prefix by llama.cpp-style servers.
+    assert history[1:] == [{"role": "user", "content": "tell me a story"}]

@@ -9,10 +9,12 @@ from django_q.signing import SignedPackage
 from agents.models import Run
 from agents.services import run_claim_next
 from gateway.events import thread_group
-from gateway.services import message_submit
+from gateway.services import message_submit, run_retry
 from gateway.tasks import thread_process
+from tests.doubles.openai_server import ScriptedOpenAIServer
 from tests.factories import RunFactory, ThreadFactory
 from tests.group_events import collect_group_events, ends_with
+from tests.llm_backend import use_llm_server
 
 pytestmark = pytest.mark.django_db
 
@@ -98,3 +100,21 @@ def test_in_sync_mode_submitted_messages_are_answered_through_the_real_task_path
     assert runs[1].started_at >= runs[0].finished_at
     assert list(first.thread.messages.values_list("content", flat=True)) == ["one", "Echo: one", "two", "Echo: two"]
     assert second.run.pk == runs[1].pk
+
+
+def test_a_retry_after_a_cut_off_answer_asks_the_question_afresh(owner, settings, task_queue):
+    script = [{"cut_after_tokens": 2, "text": "Once upon a time"}, "A whole story."]
+    with ScriptedOpenAIServer(script=script) as server:
+        use_llm_server(settings, server)
+        failed = RunFactory(thread__owner=owner, user_message__content="tell me a story")
+        thread_process(failed.thread_id)
+
+        retry = run_retry(owner=owner, run_id=failed.pk)
+        thread_process(retry.thread_id)
+
+    retry.refresh_from_db()
+    assert retry.status == "done"
+    assert server.requests[1]["messages"][1:] == [{"role": "user", "content": "tell me a story"}]
+    assert list(retry.thread.messages.values_list("content", "status")) == [
+        ("tell me a story", "complete"), ("Once upon", "failed"), ("A whole story.", "complete"),
+    ]
