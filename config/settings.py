@@ -205,6 +205,7 @@ LOGGING = {
     "loggers": {
         # httpx logs every request line; the openai client's URL holds no secret but is noise.
         "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},  # the HTTP client openai 3.x uses
         "daphne": {"level": "WARNING"},
     },
 }
