@@ -249,6 +249,7 @@
       setConn("");
       if (state.thread) send({ type: "subscribe", thread: state.thread });
       if (reconnected) refreshOpenTurns();
+      flushPending();
     });
     socket.addEventListener("message", (e) => {
       let ev;
@@ -263,7 +264,9 @@
       clearTimeout(slow);
       state.connected = false;
       state.socket = null;
-      if (state.pending) {
+      // A message typed before the socket opened waits for it; one already sent may or may
+      // not have been stored, so only the person can tell whether to send it again.
+      if (state.pending && state.pending.sent) {
         clearTimeout(state.pending.timer);
         state.pending = null;
         setBusy(false);
@@ -308,23 +311,27 @@
 
   function submit() {
     if (state.pending) return;
-    if (!state.connected) {
-      showError("Not connected to the server right now. Your message is still here; it can be sent once the connection is back.");
-      return;
-    }
     const ref = "c" + ++state.refs;
     const timer = setTimeout(() => {
       if (state.pending && state.pending.ref === ref) {
         state.pending = null;
         setBusy(false);
-        showError("The server did not confirm your message. It is still here; try again.");
+        showError(state.connected
+          ? "The server did not confirm your message. It is still here; try again."
+          : "Could not reach the server. Your message is still here; it can be sent once the connection is back.");
       }
     }, SEND_TIMEOUT_SECONDS * 1000);
-    state.pending = { ref, timer };
+    // Validation (empty, too long) is the server's: one rule, one message, for every channel.
+    const frame = { type: "message.send", thread: state.thread, agent: el.agent.value || null, text: el.text.value, ref };
+    state.pending = { ref, timer, frame, sent: false };
     setBusy(true);
     hideError();
-    // Validation (empty, too long) is the server's: one rule, one message, for every channel.
-    send({ type: "message.send", thread: state.thread, agent: el.agent.value || null, text: el.text.value, ref });
+    flushPending();
+  }
+
+  // Sends the pending message if the socket is open; otherwise the socket's "open" will.
+  function flushPending() {
+    if (state.pending && !state.pending.sent && send(state.pending.frame)) state.pending.sent = true;
   }
 
   function autosize() {
