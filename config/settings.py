@@ -121,7 +121,10 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            # redis-py 8 gives every connection a 5 s socket timeout, and channels_redis's
+            # receive blocks in BZPOPMIN for 5 s: on an idle socket the read timed out first,
+            # the consumer crashed and the browser's websocket closed every few seconds.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
             "prefix": f"{REDIS_PREFIX}:asgi",
             # Streams are coalesced to ~25 frames/s, so the default 100 only fills on a
             # stuck client; the DB stays the source of truth either way.
