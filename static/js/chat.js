@@ -113,10 +113,12 @@
   }
 
   function refreshOpenTurns() {
-    document.querySelectorAll('#turns > .turn[data-open="1"]').forEach((t) => refreshTurn(Number(t.dataset.turn)));
+    const turns = new Set();
+    document.querySelectorAll('#turns > .turn[data-open="1"]').forEach((t) => turns.add(Number(t.dataset.turn)));
     // The last turn too: it may have finished while we were away.
     const last = Array.from(document.querySelectorAll("#turns > .turn")).pop();
-    if (last) refreshTurn(Number(last.dataset.turn));
+    if (last) turns.add(Number(last.dataset.turn));
+    turns.forEach(refreshTurn);
   }
 
   // Re-reads the whole conversation: for events we cannot place (a run we never heard of).
@@ -129,7 +131,7 @@
   }
 
   function paintStream(node, stream) {
-    node.textContent = (stream.resumed ? "… " : "") + stream.text;
+    node.textContent = stream.resumed ? "… " + stream.text.trimStart() : stream.text;
   }
 
   function appendDelta(ev) {
@@ -248,7 +250,11 @@
       state.failures = 0;
       setConn("");
       if (state.thread) send({ type: "subscribe", thread: state.thread });
-      if (reconnected) refreshOpenTurns();
+      if (reconnected) {
+        // Deltas sent while we were away are lost: a streamed text would have a hole in it.
+        state.streams.forEach((stream) => { stream.text = ""; stream.resumed = true; });
+        refreshOpenTurns();
+      }
       flushPending();
     });
     socket.addEventListener("message", (e) => {
