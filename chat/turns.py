@@ -121,19 +121,7 @@ def _build(thread: Thread, number: int, rows: list[Message], runs: list[Run]) ->
             continue
         attempt = _attempt_for(message, attempts)
         if message.role == Message.Role.ASSISTANT:
-            if message.status == Message.Status.FAILED and not message.content and not message.tool_calls:
-                continue  # a reply that failed before its first word: the run's error says it all
-            reply = _reply(message, results)
-            previous = attempt.replies[-1].message if attempt.replies else None
-            reply.continues = (
-                previous is not None
-                and previous.agent_id == message.agent_id
-                and previous.status != Message.Status.FAILED
-                and message.status != Message.Status.FAILED
-            )
-            if reply.continues:
-                attempt.replies[-1].continued = True
-            attempt.replies.append(reply)
+            _add_reply(attempt, message, results)
         elif message.tool_call_id not in called:
             attempt.stray_results.append(message)
     if not attempts[0].replies and not attempts[0].stray_results:
@@ -141,6 +129,21 @@ def _build(thread: Thread, number: int, rows: list[Message], runs: list[Run]) ->
     if attempts:
         attempts[-1].is_latest = True
     return Turn(thread=thread, number=number, user_message=user_message, attempts=attempts)
+
+
+def _add_reply(attempt: Attempt, message: Message, results: dict[str, Message]) -> None:
+    if message.status == Message.Status.FAILED and not message.content and not message.tool_calls:
+        return  # a reply that failed before its first word: the run's error says it all
+    reply = _reply(message, results)
+    previous = attempt.replies[-1].message if attempt.replies else None
+    reply.continues = (
+        previous is not None
+        and previous.agent_id == message.agent_id
+        and Message.Status.FAILED not in (previous.status, message.status)
+    )
+    if reply.continues:
+        attempt.replies[-1].continued = True
+    attempt.replies.append(reply)
 
 
 def _attempt_for(message: Message, attempts: list[Attempt]) -> Attempt:

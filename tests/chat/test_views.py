@@ -300,6 +300,21 @@ def test_tool_calls_show_as_chips_with_arguments_and_result(signed_in, owner):
     assert "Division by zero." in html
 
 
+def test_a_tool_round_and_the_answer_after_it_read_as_one_reply(signed_in, owner):
+    call = {"id": "c1", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}
+    thread, run, first = _thread_with_reply(owner, reply="", tool_calls=[call])
+    MessageFactory(thread=thread, role=Message.Role.TOOL, tool_call_id="c1", tool_name="calculator", content="42")
+    answer = MessageFactory(thread=thread, role=Message.Role.ASSISTANT, content="It is 42.", created_at=first.created_at)
+
+    html = _turn(signed_in, thread).content.decode()
+
+    assert html.count('class="agent-name"') == 1
+    assert f'class="msg msg-assistant msg-cont" id="message-{answer.pk}"' in html
+    # One fork button for the reply, at its end (and one for the question).
+    assert html.count('class="icon-btn fork-btn"') == 2
+    assert f'action="/messages/{answer.pk}/fork/"' in html
+
+
 def test_a_tool_call_without_a_result_yet_shows_as_running(signed_in, owner):
     call = {"id": "c1", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}
     thread, run, _ = _thread_with_reply(owner, reply="", tool_calls=[call])
