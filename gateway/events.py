@@ -143,9 +143,13 @@ class RunPublisher:
         self._pending.append(data["delta"])
         self._pending_message_id = data.get("message_id")
         now = time.monotonic()
+        if self._timer_armed:
+            # The timer flushes; flushing here as well when it runs late (a busy loop) would
+            # send two frames back to back.
+            return
         if now - self._last_flush >= self.flush_seconds:
             self._flush_locked()
-        elif not self._timer_armed:
+        else:
             self._timer_armed = True
             self._sender.call_later(self._last_flush + self.flush_seconds - now, self._timer_fired)
 
