@@ -22,6 +22,9 @@ ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 # A refused socket's app waits on its channel-layer receive, which channels-redis only gives
 # up after its BRPOP timeout; the communicator cancels it instead of waiting that long.
 REFUSED_APP_WAIT_SECONDS = 0.1
+# The consumer is sync: each frame is handled in a worker thread with its own queries, which
+# on a loaded machine can take longer than the communicator's 1 s default.
+FRAME_SECONDS = 5
 
 
 @pytest.fixture
@@ -34,7 +37,7 @@ def session_cookie(owner):
 @pytest.fixture
 async def socket(session_cookie, task_queue):
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=[ORIGIN, session_cookie])
-    connected, _ = await communicator.connect()
+    connected, _ = await communicator.connect(timeout=FRAME_SECONDS)
     assert connected
     yield communicator
     await communicator.disconnect()
@@ -43,7 +46,7 @@ async def socket(session_cookie, task_queue):
 async def test_a_visitor_who_is_not_logged_in_is_refused():
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=[ORIGIN])
 
-    connected, code = await communicator.connect()
+    connected, code = await communicator.connect(timeout=FRAME_SECONDS)
     await communicator.disconnect(timeout=REFUSED_APP_WAIT_SECONDS)
 
     assert (connected, code) == (False, CLOSE_UNAUTHENTICATED)
@@ -54,7 +57,7 @@ async def test_a_page_from_another_origin_is_refused_even_with_the_cookie(sessio
     headers = [session_cookie] + ([(b"origin", origin)] if origin else [])
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
 
-    connected, _ = await communicator.connect()
+    connected, _ = await communicator.connect(timeout=FRAME_SECONDS)
     await communicator.disconnect(timeout=REFUSED_APP_WAIT_SECONDS)
 
     assert not connected
@@ -65,7 +68,7 @@ async def test_subscribing_to_an_own_thread_is_confirmed(socket, owner):
 
     await socket.send_json_to({"type": "subscribe", "thread": thread.pk})
 
-    assert await socket.receive_json_from() == {"type": "subscribed", "thread": thread.pk}
+    assert await socket.receive_json_from(timeout=FRAME_SECONDS) == {"type": "subscribed", "thread": thread.pk}
 
 
 @pytest.mark.parametrize("thread", ["another owner's", 999_999, "abc", None])
@@ -75,13 +78,13 @@ async def test_subscribing_to_a_thread_that_is_not_ones_own_is_an_error(socket, 
 
     await socket.send_json_to({"type": "subscribe", "thread": thread, "ref": "s1"})
 
-    assert await socket.receive_json_from() == {"type": "error", "error": "That thread does not exist.", "ref": "s1"}
+    assert await socket.receive_json_from(timeout=FRAME_SECONDS) == {"type": "error", "error": "That thread does not exist.", "ref": "s1"}
 
 
 async def test_a_message_for_a_new_thread_is_accepted_and_stored(socket, owner, agent):
     await socket.send_json_to({"type": "message.send", "thread": None, "text": "hello", "ref": "c1"})
 
-    accepted = await socket.receive_json_from()
+    accepted = await socket.receive_json_from(timeout=FRAME_SECONDS)
 
     message = await database_sync_to_async(Message.objects.select_related("thread").get)(pk=accepted["message_id"])
     run = await database_sync_to_async(Run.objects.get)(pk=accepted["run"])
@@ -95,11 +98,11 @@ async def test_a_message_for_a_new_thread_is_accepted_and_stored(socket, owner, 
 async def test_a_message_to_a_subscribed_thread_is_accepted_and_announced_as_queued(socket, owner, agent):
     thread = await database_sync_to_async(ThreadFactory)(owner=owner, default_agent=agent)
     await socket.send_json_to({"type": "subscribe", "thread": thread.pk})
-    await socket.receive_json_from()
+    await socket.receive_json_from(timeout=FRAME_SECONDS)
 
     await socket.send_json_to({"type": "message.send", "thread": thread.pk, "text": "again", "ref": "c2"})
 
-    frames = {f["type"]: f for f in [await socket.receive_json_from(timeout=3), await socket.receive_json_from(timeout=3)]}
+    frames = {f["type"]: f for f in [await socket.receive_json_from(timeout=FRAME_SECONDS), await socket.receive_json_from(timeout=FRAME_SECONDS)]}
     accepted, queued = frames["message.accepted"], frames["run.queued"]
     assert (accepted["thread"], accepted["created_thread"], accepted["turn"]) == (thread.pk, False, 1)
     assert queued == {
@@ -111,7 +114,7 @@ async def test_a_message_to_a_subscribed_thread_is_accepted_and_announced_as_que
 async def test_a_rejected_message_is_an_error_frame_with_its_ref(socket, agent):
     await socket.send_json_to({"type": "message.send", "thread": None, "text": "   ", "ref": "c3"})
 
-    assert await socket.receive_json_from() == {"type": "error", "error": "Type a message first: it is empty.", "ref": "c3"}
+    assert await socket.receive_json_from(timeout=FRAME_SECONDS) == {"type": "error", "error": "Type a message first: it is empty.", "ref": "c3"}
     assert await database_sync_to_async(Message.objects.count)() == 0
 
 
@@ -125,22 +128,22 @@ async def test_bad_frames_each_get_an_error_and_the_socket_keeps_working(socket,
     ]
     for frame, error in bad_frames:
         await socket.send_to(**frame)
-        assert await socket.receive_json_from() == {"type": "error", "error": error, "ref": None}
+        assert await socket.receive_json_from(timeout=FRAME_SECONDS) == {"type": "error", "error": error, "ref": None}
 
     thread = await database_sync_to_async(ThreadFactory)(owner=owner)
     await socket.send_json_to({"type": "subscribe", "thread": thread.pk})
-    assert await socket.receive_json_from() == {"type": "subscribed", "thread": thread.pk}
+    assert await socket.receive_json_from(timeout=FRAME_SECONDS) == {"type": "subscribed", "thread": thread.pk}
 
 
 async def test_run_events_sent_to_the_thread_group_reach_the_subscriber(socket, owner):
     thread = await database_sync_to_async(ThreadFactory)(owner=owner)
     await socket.send_json_to({"type": "subscribe", "thread": thread.pk})
-    await socket.receive_json_from()
+    await socket.receive_json_from(timeout=FRAME_SECONDS)
     event = {"type": "message.streamed", "thread": thread.pk, "run": 3, "seq": 4, "message_id": 9, "delta": "Hel"}
 
     await get_channel_layer().group_send(thread_group(thread.pk), {"type": "run.event", "event": event})
 
-    assert await socket.receive_json_from(timeout=3) == event
+    assert await socket.receive_json_from(timeout=FRAME_SECONDS) == event
 
 
 async def test_events_of_threads_not_subscribed_do_not_arrive(socket, owner):

@@ -83,11 +83,9 @@ def test_trailing_text_is_flushed_by_the_timer_without_another_event():
         publisher("message.streamed", {"delta": " second", "message_id": 11})
         return publisher  # not closed: only the timer can send " second"
 
-    started = time.monotonic()
     _, events = collect_group_events(thread_group(THREAD_ID), action, until=lambda events: len(events) == 2, timeout=2)
 
     assert [e["delta"] for e in events] == ["first", " second"]
-    assert time.monotonic() - started < 1.5
 
 
 def test_a_channel_registered_for_the_source_receives_every_event_but_the_deltas():
