@@ -105,9 +105,7 @@ def runs_expire() -> list[Run]:
             status=Run.Status.FAILED, stop_reason=Run.StopReason.ERROR, error=WORKER_LOST_ERROR, finished_at=now
         )
         if updated:
-            Message.objects.filter(
-                thread_id=run.thread_id, turn=run.user_message.turn, status=Message.Status.STREAMING
-            ).update(status=Message.Status.FAILED, completed_at=now)
+            run.messages.filter(status=Message.Status.STREAMING).update(status=Message.Status.FAILED, completed_at=now)
             run.refresh_from_db()
             expired.append(run)
     return expired
@@ -187,6 +185,7 @@ class _RunRecorder:
     def _new_message(self, **fields) -> Message:
         return Message.objects.create(
             thread_id=self.run.thread_id,
+            run_id=self.run.pk,
             turn=self.run.user_message.turn,
             agent_id=self.run.agent_id,
             source=self.run.source,

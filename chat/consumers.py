@@ -82,11 +82,11 @@ class ChatConsumer(JsonWebsocketConsumer):
                 source=Source.WEB,
                 thread_id=content.get("thread"),
                 agent_slug=content.get("agent"),
+                on_thread=lambda thread: self._join(thread.pk),
             )
         except SubmissionRejected as exc:
             return self._error(str(exc), ref)
         thread = submission.thread
-        self._join(thread.pk)
         self.send_json(
             {
                 "type": "message.accepted",

@@ -68,6 +68,9 @@ class Message(models.Model):
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
     agent = models.ForeignKey("agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The run that wrote this message (assistant and tool messages); empty for user messages
+    # and for copies in a fork, whose runs stay with the original thread.
+    run = models.ForeignKey("agents.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages")
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.WEB)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     # Stored in the OpenAI wire shape so a thread replays to the model exactly.

@@ -4,10 +4,8 @@ Part of the web edge (like views.py and consumers.py), so it may read agents' ru
 thread page is a list of these turns and the live page re-fetches one turn at a time, so a
 reload and a live page render the same HTML from the same function.
 
-Messages carry no run id. A turn's messages are attributed to its runs by time: runs of one
-thread execute one at a time, so every message written by run k was created after run k
-started and before run k+1 did. Messages older than every run (a fork copies messages but
-not runs) form an attempt with no run.
+Assistant and tool messages name the run that wrote them. Messages with no run (copies in a
+fork: runs stay with the original thread) form an attempt with no run.
 """
 
 from __future__ import annotations
@@ -147,12 +145,10 @@ def _add_reply(attempt: Attempt, message: Message, results: dict[str, Message]) 
 
 
 def _attempt_for(message: Message, attempts: list[Attempt]) -> Attempt:
-    chosen = attempts[0]
     for attempt in attempts[1:]:
-        started = attempt.run.started_at
-        if started is not None and started <= message.created_at:
-            chosen = attempt
-    return chosen
+        if attempt.run.pk == message.run_id:
+            return attempt
+    return attempts[0]
 
 
 def _reply(message: Message, results: dict[str, Message]) -> Reply:

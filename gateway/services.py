@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -36,6 +37,7 @@ def message_submit(
     thread_id: int | None = None,
     agent_slug: str | None = None,
     channel: dict | None = None,
+    on_thread: Callable[[Thread], None] | None = None,
 ) -> Submission:
     """Stores a user message and a queued run for it in one transaction; enqueues on commit.
 
@@ -43,6 +45,8 @@ def message_submit(
     answers. The chosen agent becomes the thread's default, so the next message goes to it
     too. Raises SubmissionRejected (nothing stored) for empty or oversized text, an unknown
     source, thread or agent. If no worker is running, the run simply waits in the queue.
+    `on_thread(thread)` is called inside the transaction, before any event is published: an
+    edge uses it to start listening to a new thread, so it misses none of the run's events.
     """
     text = _clean_text(text)
     if source not in Source.values:
@@ -55,6 +59,8 @@ def message_submit(
             thread.default_agent = agent
             thread.save(update_fields=["default_agent", "updated_at"])
         message = message_add_user(thread=thread, text=text, agent=agent, source=source)
+        if on_thread is not None:
+            on_thread(thread)
         run = Run.objects.create(
             thread=thread, user_message=message, agent=agent, source=source, channel=channel or {}
         )

@@ -37,13 +37,13 @@ def evaluate(expression: str) -> int | float:
     try:
         tree = ast.parse(expression.replace("^", "**"), mode="eval")
     except SyntaxError:
-        raise ToolInputError(f"Could not read {expression!r} as arithmetic. Use numbers, + - * / // % ** and ().")
+        raise ToolInputError(f"Could not read {expression!r} as arithmetic. Use numbers, + - * / // % ** and ().") from None
     try:
         value = _eval(tree.body)
     except ZeroDivisionError:
-        raise ToolInputError("Division by zero.")
+        raise ToolInputError("Division by zero.") from None
     except (OverflowError, ValueError, TypeError) as exc:
-        raise ToolInputError(f"Math error: {exc}.")
+        raise ToolInputError(f"Math error: {exc}.") from None
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     return value

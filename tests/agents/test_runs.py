@@ -1,6 +1,5 @@
 """Claiming and executing runs, end to end against a real HTTP model server."""
 
-import json
 
 import pytest
 

@@ -81,10 +81,12 @@ async def test_subscribing_to_a_thread_that_is_not_ones_own_is_an_error(socket, 
     assert await socket.receive_json_from(timeout=FRAME_SECONDS) == {"type": "error", "error": "That thread does not exist.", "ref": "s1"}
 
 
-async def test_a_message_for_a_new_thread_is_accepted_and_stored(socket, owner, agent):
+async def test_a_message_for_a_new_thread_is_accepted_stored_and_its_queued_event_not_missed(socket, owner, agent):
     await socket.send_json_to({"type": "message.send", "thread": None, "text": "hello", "ref": "c1"})
 
-    accepted = await socket.receive_json_from(timeout=FRAME_SECONDS)
+    frames = {f["type"]: f for f in [await socket.receive_json_from(timeout=FRAME_SECONDS), await socket.receive_json_from(timeout=FRAME_SECONDS)]}
+    accepted = frames["message.accepted"]
+    assert frames["run.queued"]["run"] == accepted["run"]
 
     message = await database_sync_to_async(Message.objects.select_related("thread").get)(pk=accepted["message_id"])
     run = await database_sync_to_async(Run.objects.get)(pk=accepted["run"])

@@ -1,7 +1,6 @@
 """The web pages, through the real URLconf, middleware and templates."""
 
 import re
-from datetime import timedelta
 
 import pytest
 from django.urls import reverse
@@ -29,10 +28,7 @@ def _thread_with_reply(owner, reply="Hello", **reply_fields):
     run = RunFactory(
         thread=thread, status=Run.Status.DONE, stop_reason=Run.StopReason.ANSWERED, started_at=timezone.now()
     )
-    message = MessageFactory(
-        thread=thread, role=Message.Role.ASSISTANT, content=reply, created_at=run.started_at + timedelta(seconds=1),
-        **reply_fields,
-    )
+    message = MessageFactory(thread=thread, run=run, role=Message.Role.ASSISTANT, content=reply, **reply_fields)
     return thread, run, message
 
 
@@ -284,10 +280,10 @@ def test_tool_calls_show_as_chips_with_arguments_and_result(signed_in, owner):
     bad = {"id": "c2", "type": "function", "function": {"name": "calculator", "arguments": '{"expression":"1/0"}'}}
     thread, run, _ = _thread_with_reply(owner, reply="", tool_calls=[call, bad])
     MessageFactory(
-        thread=thread, role=Message.Role.TOOL, tool_call_id="c1", tool_name="calculator", content='{"result": 42}'
+        thread=thread, run=run, role=Message.Role.TOOL, tool_call_id="c1", tool_name="calculator", content='{"result": 42}'
     )
     MessageFactory(
-        thread=thread, role=Message.Role.TOOL, tool_call_id="c2", tool_name="calculator",
+        thread=thread, run=run, role=Message.Role.TOOL, tool_call_id="c2", tool_name="calculator",
         content='{"error": "Division by zero."}', is_error=True,
     )
 
@@ -303,8 +299,8 @@ def test_tool_calls_show_as_chips_with_arguments_and_result(signed_in, owner):
 def test_a_tool_round_and_the_answer_after_it_read_as_one_reply(signed_in, owner):
     call = {"id": "c1", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}
     thread, run, first = _thread_with_reply(owner, reply="", tool_calls=[call])
-    MessageFactory(thread=thread, role=Message.Role.TOOL, tool_call_id="c1", tool_name="calculator", content="42")
-    answer = MessageFactory(thread=thread, role=Message.Role.ASSISTANT, content="It is 42.", created_at=first.created_at)
+    MessageFactory(thread=thread, run=run, role=Message.Role.TOOL, tool_call_id="c1", tool_name="calculator", content="42")
+    answer = MessageFactory(thread=thread, run=run, role=Message.Role.ASSISTANT, content="It is 42.")
 
     html = _turn(signed_in, thread).content.decode()
 
@@ -368,9 +364,8 @@ def test_a_run_stopped_by_the_round_cap_says_so(signed_in, owner):
 def test_an_earlier_failed_attempt_stays_visible_without_a_retry_button(signed_in, owner):
     thread, failed, _ = _thread_with_reply(owner, reply="", status=Message.Status.FAILED)
     Run.objects.filter(pk=failed.pk).update(status=Run.Status.FAILED, error="Timed out.")
-    later = timezone.now() + timedelta(seconds=5)
-    retry = RunFactory(thread=thread, user_message=failed.user_message, status=Run.Status.DONE, started_at=later)
-    MessageFactory(thread=thread, role=Message.Role.ASSISTANT, content="Second time lucky", created_at=later)
+    retry = RunFactory(thread=thread, user_message=failed.user_message, status=Run.Status.DONE)
+    MessageFactory(thread=thread, run=retry, role=Message.Role.ASSISTANT, content="Second time lucky")
 
     html = _turn(signed_in, thread).content.decode()
 
