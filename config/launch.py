@@ -1,27 +1,32 @@
 """`make run`: prepare the database, then start every process in the Procfile under honcho.
 
-    python -m config.launch                  migrate, seed, start web + worker (+ redis, llm)
-    python -m config.launch wait-for-redis   used by the Procfile: return once Redis answers
+    python -m config.launch                      migrate, seed, start web + worker (+ redis, llm)
+    python -m config.launch after-redis CMD...   (Procfile) run CMD once Redis answers PING
 
 redis runs only when REDIS_URL is unset and llm only when LLM_BASE_URL is unset; the others
-are then used as they are. Once daphne accepts connections a banner prints a one-time login
-URL. Ctrl-C (or SIGTERM) stops everything: honcho sends SIGTERM to each process group and
-SIGKILL after its 5 s grace (qcluster sometimes hangs on SIGTERM), so a stop is bounded.
+are then used as they are. Once daphne (and our model) answer, a banner prints a one-time
+login URL. Ctrl-C (or SIGTERM) stops everything: each process gets SIGTERM, and whatever is
+left of its process group SIGKILL after STOP_GRACE_SECONDS, so a stop is bounded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import signal
 import socket
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+STOP_GRACE_SECONDS = 8
 REDIS_WAIT_SECONDS = 30
 WEB_WAIT_SECONDS = 60
+LLM_WAIT_SECONDS = 300  # a first start assembles and hashes the 491 MB model
 
 
 def processes(settings) -> list[str]:
@@ -48,6 +53,7 @@ def child_env(settings) -> dict[str, str]:
 
 def run() -> int:
     import django
+    import honcho.manager
     from django.conf import settings
     from django.core.management import call_command
     from django.db import connections
@@ -60,7 +66,9 @@ def run() -> int:
     connections.close_all()  # honcho forks; children must not share this process's DB socket
 
     procfile = parse_procfile((BASE_DIR / "Procfile").read_text())
+    honcho.manager.KILL_WAIT = STOP_GRACE_SECONDS
     manager = Manager()
+    manager._procmgr = StopInOrder(manager)  # honcho 2.0 has no public hook for this
     env = child_env(settings)
     for name in processes(settings):
         manager.add_process(name, procfile.processes[name], env=env, cwd=str(BASE_DIR))
@@ -70,21 +78,57 @@ def run() -> int:
     return 0 if manager.returncode in (130, 143) else manager.returncode
 
 
+class StopInOrder:
+    """How honcho signals our processes (it replaces honcho's ProcessManager). Two stop hangs,
+    both measured with qcluster, are avoided:
+
+    - honcho sends SIGTERM to a whole process group; qcluster's workers then get it directly
+      and its parent never finishes stopping. So SIGTERM goes to the leader only (every
+      Procfile entry `exec`s its real process, which stops its own children); the SIGKILL
+      after the grace still goes to the group.
+    - qcluster stopping after Redis is gone retries the broker until it is killed. So the
+      embedded Redis gets its SIGTERM once the worker has exited.
+    """
+
+    def __init__(self, manager):
+        self._processes = manager._processes  # name -> {"pid", "returncode"}, kept by honcho
+
+    def terminate(self, pid: int) -> None:
+        if pid == self._pid("redis") and self._pid("worker"):
+            threading.Thread(target=self._terminate_after_worker, args=(pid,), daemon=True).start()
+        else:
+            _signal(pid, signal.SIGTERM)
+
+    def kill(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+    def _terminate_after_worker(self, pid: int) -> None:
+        _wait_until(lambda: "returncode" in self._processes["worker"], STOP_GRACE_SECONDS)
+        _signal(pid, signal.SIGTERM)
+
+    def _pid(self, name: str) -> int | None:
+        return self._processes.get(name, {}).get("pid")
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
+
+
 def banner_when_ready(settings) -> None:
+    """Prints the login banner once daphne accepts connections and, when it is ours, the
+    model answers /health: a message sent before that would only fail."""
     from django.core.management import call_command
 
     # Let honcho fork its children first: this thread must hold no lock while it does.
     time.sleep(1)
-    deadline = time.monotonic() + WEB_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", settings.PORT), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
+    if not _wait_until(lambda: _accepts(settings.PORT), WEB_WAIT_SECONDS):
         print(f"\n!! daphne is not answering on 127.0.0.1:{settings.PORT}; see the web lines above.\n", flush=True)
         return
+    llm_health = f"http://127.0.0.1:{settings.LLM_PORT}/health"
+    if settings.LLM_EMBEDDED and not _wait_until(lambda: _answers_ok(llm_health), LLM_WAIT_SECONDS):
+        print("\n!! the local model is not ready; see the llm lines above.\n", flush=True)
     out = io.StringIO()
     call_command("login_url", stdout=out)
     rule = "=" * 78
@@ -96,29 +140,54 @@ def banner_when_ready(settings) -> None:
     )
 
 
-def wait_for_redis() -> int:
-    """0 once settings.REDIS_URL answers PING, 1 after REDIS_WAIT_SECONDS."""
+def _wait_until(check, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _answers_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:  # URLError, refused, and llama.cpp's 503 while loading
+        return False
+
+
+def after_redis(argv: list[str]) -> int:
+    """Replaces this process with `argv` once settings.REDIS_URL answers PING; 1 if it never does."""
     import redis
     from django.conf import settings
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
     client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0))
-    deadline = time.monotonic() + REDIS_WAIT_SECONDS
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         try:
-            if client.ping():
-                return 0
+            return bool(client.ping())
         except (redis.ConnectionError, redis.TimeoutError, OSError):
-            pass
-        time.sleep(0.1)
+            return False
+
+    if _wait_until(answers, REDIS_WAIT_SECONDS):
+        os.execvp(argv[0], argv)
     print(f"Redis did not answer at {settings.REDIS_URL} within {REDIS_WAIT_SECONDS} s", file=sys.stderr)
     return 1
 
 
 if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    sys.path.insert(0, str(BASE_DIR))
-    if sys.argv[1:] == ["wait-for-redis"]:
-        sys.exit(wait_for_redis())
+    if sys.argv[1:2] == ["after-redis"] and sys.argv[2:]:
+        sys.exit(after_redis(sys.argv[2:]))
     sys.exit(run())
