@@ -14,7 +14,7 @@ import time
 
 from .figures import Row
 from .memory import MB, by_role
-from .stack import BASE_DIR, bench_env, free_port
+from .stack import BASE_DIR, bench_env, free_port, uninterrupted
 
 IDLE_TARGET_BYTES = 300 * MB
 COLD_START_TARGET_SECONDS = 5.0
@@ -79,10 +79,11 @@ def _launch_until_login_url(env: dict[str, str], timeout: float) -> float | None
                 break
         return None
     finally:
-        # honcho passes SIGTERM on to its children and SIGKILLs them after its grace.
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        with uninterrupted():
+            # honcho passes SIGTERM on to its children and SIGKILLs them after its grace.
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

@@ -7,6 +7,7 @@ and removes the directory, so a benchmark that fails half-way leaves nothing beh
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import os
 import shutil
@@ -87,6 +88,10 @@ class Stack:
 
     def stop(self, *, keep_data: bool = False) -> None:
         """Ends the processes; removes the directory unless `keep_data` (for a restart)."""
+        with uninterrupted():
+            self._stop(keep_data)
+
+    def _stop(self, keep_data: bool) -> None:
         for proc in (self.web, self.worker):
             _end_group(proc, grace=10.0)
         if self.redis is not None and self.redis.poll() is None:
@@ -149,7 +154,7 @@ class Stack:
     def manage(self, *args: str, timeout: float = 120) -> str:
         done = subprocess.run([*MANAGE, *args], cwd=BASE_DIR, env=self.env, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+            raise RuntimeError(f"manage.py {' '.join(args)[:60]} failed: {_last_lines(done.stderr)}")
         return done.stdout
 
     def bench_command(self, module: str, *args: str, timeout: float = 120) -> str:
@@ -157,7 +162,7 @@ class Stack:
         done = subprocess.run([sys.executable, "-m", f"bench.{module}", *args], cwd=BASE_DIR, env=self.env,
                               capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
-            raise RuntimeError(f"bench.{module} {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+            raise RuntimeError(f"bench.{module} {' '.join(args)[:60]} failed: {_last_lines(done.stderr)}")
         return done.stdout
 
     def processes(self) -> dict[str, list[psutil.Process]]:
@@ -173,6 +178,22 @@ class Stack:
         return "\n".join(
             f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in sorted(self.dir.glob("*.log"))
         )
+
+
+def _last_lines(text: str, count: int = 3) -> str:
+    """The end of a traceback: where it failed and the exception."""
+    return " / ".join(line.strip() for line in text.strip().splitlines()[-count:])
+
+
+@contextlib.contextmanager
+def uninterrupted():
+    """Holds back SIGALRM (python -m bench's hard stop) while processes are being ended, so a
+    cleanup is never cut short half-way."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
 
 
 def _answers(url: str) -> bool:
