@@ -53,13 +53,20 @@ def at_once(stack, backend, *, conversations: int, workers: int) -> dict:
     unfinished = Counter(stored[str(e.run)]["status"] if e.run else "not accepted" for e in exchanges if not e.finished)
     ttfts = [e.since_sent("message.streamed") for e in exchanges if e.at("message.streamed")]
     direct_p50 = Spread.of([s.ttft for s in baseline]).p50
+    runs = [(e, stored[str(e.run)]) for e in exchanges if e.run and stored[str(e.run)]["first_token_at"] and e.at("message.streamed")]
+    hops = {
+        "sent → stored": Spread.of([r["accepted_at"] - e.sent_at for e, r in runs]),
+        "stored → claimed": Spread.of([r["started_at"] - r["accepted_at"] for e, r in runs]),
+        "claimed → first token in the worker": Spread.of([r["first_token_at"] - r["started_at"] for e, r in runs]),
+        "first token → client": Spread.of([e.at("message.streamed") - r["first_token_at"] for e, r in runs]),
+    }
     return {
         "conversations": conversations, "workers": workers, "complete": complete,
         "direct": Spread.of([s.ttft for s in baseline]), "e2e": Spread.of(ttfts),
         "added": Spread.of([t - direct_p50 for t in ttfts]),
         "exchanges": exchanges, "memory": memory.peak,
         "errors": sorted({e.error for e in exchanges if e.error}), "unfinished": dict(unfinished),
-        "cpu": cpu, "wall": wall, "frames": sum(len(e.frames) for e in exchanges),
+        "cpu": cpu, "wall": wall, "hops": hops, "frames": sum(len(e.frames) for e in exchanges),
     }
 
 
@@ -70,6 +77,7 @@ def rows(result: dict, *, section: str) -> list[Row]:
     note = f"e2e {result['e2e'].ms()}; direct at N={n}: p50 {result['direct'].p50 * 1000:.0f} ms"
     if result["errors"]:
         note += f"; errors: {'; '.join(result['errors'])[:200]}; runs of the unfinished ones in the database: {result['unfinished']}"
+    note += "; hops p50/p95: " + ", ".join(f"{name} {h.p50 * 1000:,.0f}/{h.p95 * 1000:,.0f} ms" for name, h in result["hops"].items())
     cpu = ", ".join(f"{role} {seconds:.1f} s" for role, seconds in result["cpu"].items())
     cpu_note = f"CPU used over {result['wall']:.1f} s wall: {cpu}; {result['frames']:,} frames delivered"
     return [
