@@ -105,7 +105,7 @@ def test_a_tool_call_streams_as_one_call_with_json_arguments():
     assert json.loads(tape.requests[0].body)["tools"] == [CALCULATOR.schema()]
 
 
-def test_a_tool_result_in_the_history_is_accepted():
+def test_a_tool_result_in_the_history_leads_to_a_text_answer():
     # The wire form of an earlier call and its result, as the loop sends them back.
     call = {"id": "call_1", "type": "function", "function": {"name": "calculator", "arguments": '{"expression": "(17.5 * 4) / 3"}'}}
     messages = [
@@ -115,13 +115,13 @@ def test_a_tool_result_in_the_history_is_accepted():
         {"role": "tool", "tool_call_id": "call_1", "content": '{"expression": "(17.5 * 4) / 3", "result": 23.333333333333332}'},
     ]
     with cassette("tool_result"):
-        items = stream(messages, tools=[CALCULATOR.schema()])
+        *deltas, completion = stream(messages, tools=[CALCULATOR.schema()])
 
-    completion = items[-1]
-    assert isinstance(completion, Completion)
-    # The 0.5B model often asks for the same tool again; either way the server took the
-    # history, and the prompt now holds the call and its result.
-    assert completion.finish_reason in ("stop", "tool_calls")
+    # The server accepted the history, and the template's nudge after <tool_response> made
+    # the 0.5B model answer instead of calling the calculator again.
+    assert completion.tool_calls == [] and completion.finish_reason == "stop"
+    assert completion.content == "".join(d.text for d in deltas)
+    assert "23.33" in completion.content
     assert completion.prompt_tokens > 200
 
 
