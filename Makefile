@@ -11,7 +11,7 @@ export PIP_NO_INPUT := 1
 # The embedded model is needed only when no outside backend is configured.
 RUN_STAMPS := $(VENV)/.installed-test $(if $(LLM_BASE_URL),,$(VENV)/.installed-llm)
 
-.PHONY: run test login cassettes chromium
+.PHONY: run test login bench cassettes chromium
 
 run: $(RUN_STAMPS)
 	$(BIN)/python -m config.launch
@@ -22,6 +22,10 @@ test: $(VENV)/.installed-test chromium
 login: $(VENV)/.installed-test
 	@$(BIN)/python manage.py migrate --noinput --verbosity 0
 	@$(BIN)/python manage.py login_url
+
+# Benchmarks against the real stack, the shipped model included; writes docs/BENCHMARKS.md.
+bench: $(VENV)/.installed-test $(VENV)/.installed-llm
+	$(BIN)/python -m bench
 
 # Re-records tests/cassettes/ against the real local model (see scripts/record_cassettes.py).
 cassettes: $(VENV)/.installed-test $(VENV)/.installed-llm
