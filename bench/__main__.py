@@ -83,7 +83,8 @@ def main_stack(run: Run, backend: Backend) -> None:
         run.add(pipeline.new_thread_rows(stack, backend, section=TTFT))
         run.add(pipeline.streaming(stack, backend, section=STREAM))
         results = []
-        for n in CONVERSATIONS:
+        # As many conversations as workers, and one more: where the queue starts.
+        for n in (workers, workers + 1, *CONVERSATIONS):
             results.append(concurrency.at_once(stack, backend, conversations=n, workers=workers))
             run.add(concurrency.rows(results[-1], section=CONC))
         run.add([pipeline.frame_rate_row(results[-1]["exchanges"], section=STREAM,
@@ -157,7 +158,7 @@ BLOCKS = {
     "launch": (FOOT, "make run to the login URL", 30, launch),
     "workers": (CONC, f"{MANY_WORKERS} workers", 120, many_workers),
     "domain": (DOMAIN, "domain", 45, domain),
-    "model": (MODEL, "real model", 100, model),
+    "model": (MODEL, "real model", 90, model),
 }
 
 

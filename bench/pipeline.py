@@ -71,9 +71,9 @@ def _hops(e: Exchange, run: dict, request_at: float) -> dict[str, float]:
     """Seconds spent in each hop of one message, in the order the message travels."""
     return {
         "e2e": e.since_sent("message.streamed"),
-        "message.accepted frame": e.since_sent("message.accepted"),
-        "run.queued frame": e.since_sent("run.queued"),
-        "run.started frame": e.since_sent("run.started"),
+        "send → message.accepted frame": e.since_sent("message.accepted"),
+        "send → run.queued frame": e.since_sent("run.queued"),
+        "send → run.started frame": e.since_sent("run.started"),
         "send → run stored (accepted_at)": run["accepted_at"] - e.sent_at,
         "run stored → claimed by a worker (started_at)": run["started_at"] - run["accepted_at"],
         "claimed → request at the backend": request_at - run["started_at"],
