@@ -38,12 +38,12 @@ $(BIN)/python:
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(call apt_install,python3-venv)
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[test]'
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -c constraints.txt -e '.[test]'
 	@touch $@
 
-$(VENV)/.installed-llm: pyproject.toml | $(VENV)/.installed-test
-	$(PIP) install -e '.[test,llm]'
+$(VENV)/.installed-llm: pyproject.toml constraints.txt | $(VENV)/.installed-test
+	$(PIP) install -c constraints.txt -e '.[test,llm]'
 	@touch $@
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own browser here).
@@ -57,3 +57,10 @@ define apt_install
   echo "Installing $(1) with apt-get..."; \
   $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(1) >/dev/null; }
 endef
+
+# After changing a pin in pyproject.toml: re-resolve and record every package's version.
+constraints: $(BIN)/python
+	$(PIP) install -e '.[test,llm]'
+	{ echo "# Every package the project installs, pinned, transitive ones included (pip install -c)."; \
+	  echo "# Regenerate after changing pyproject.toml: make constraints"; \
+	  $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt
