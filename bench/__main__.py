@@ -74,7 +74,7 @@ def main_stack(run: Run, backend: Backend) -> None:
     """The default configuration (Redis broker, default workers): sections 1-4."""
     with Stack(name="redis", llm_url=backend.url) as stack:
         workers = json.loads(stack.bench_command("fixtures", "setting", "GATEWAY_WORKERS"))
-        run.add(footprint.start_rows(stack.timings, section=FOOT, label="cold start on a fresh data dir"))
+        run.add(footprint.start_rows(stack.timings, section=FOOT, label="the bench's own start, fresh data dir"))
         run.add(footprint.idle_rows(stack, section=FOOT, label=f"after start ({workers} workers)"))
         run.add(pipeline.warm_up(stack, backend, workers=workers, section=TTFT))
         figures = pipeline.ttft_samples(stack, backend)
@@ -92,7 +92,7 @@ def main_stack(run: Run, backend: Backend) -> None:
         run.add([Row(CONC, f"GATEWAY_WORKERS={workers} (default): p95 target", concurrency.breaking_point(results))])
         run.add(footprint.idle_rows(stack, section=FOOT, label=f"after serving ({workers} workers)"))
         stack.restart()
-        run.add(footprint.start_rows(stack.timings, section=FOOT, label="restart on existing data"))
+        run.add(footprint.start_rows(stack.timings, section=FOOT, label="the bench's own restart, existing data"))
 
 
 def launch(run: Run, backend: Backend) -> None:
@@ -108,7 +108,7 @@ def many_workers(run: Run, backend: Backend) -> None:
             results.append(concurrency.at_once(stack, backend, conversations=n, workers=MANY_WORKERS))
             run.add(concurrency.rows(results[-1], section=CONC))
         run.add([Row(CONC, f"GATEWAY_WORKERS={MANY_WORKERS}: p95 target", concurrency.breaking_point(results))])
-        run.add(footprint.idle_rows(stack, section=CONC, label=f"after serving ({MANY_WORKERS} workers)"))
+        run.add(footprint.idle_rows(stack, section=CONC, label=f"after serving ({MANY_WORKERS} workers)", judged=False))
 
 
 def orm_broker(run: Run, backend: Backend) -> None:

@@ -21,27 +21,37 @@ COLD_START_TARGET_SECONDS = 5.0
 SETTLE_SECONDS = 2.0  # lets start-up garbage be collected and the first stats be written
 
 
-def idle_rows(stack, *, section: str, label: str) -> list[Row]:
+def idle_rows(stack, *, section: str, label: str, judged: bool = True) -> list[Row]:
+    """Memory of each role once the stack has settled. `judged=False` for configurations the
+    target is not about (e.g. 50 workers): the figures are then context."""
     time.sleep(SETTLE_SECONDS)
     roles = by_role(stack)
     whole = roles.pop("whole stack")
     rows = [Row(section, f"idle {label}: {role}", usage.text()) for role, usage in roles.items()]
+    target = "≤ 300 MB" if judged else ""
     rows += [
         Row(section, f"idle {label}: whole stack without the LLM, RSS summed", f"{whole.rss / MB:,.0f} MB",
-            "≤ 300 MB", whole.rss <= IDLE_TARGET_BYTES, "counts the workers' shared copy-on-write pages once per process"),
+            target, whole.rss <= IDLE_TARGET_BYTES if judged else None,
+            "counts the workers' shared copy-on-write pages once per process"),
         Row(section, f"idle {label}: whole stack without the LLM, PSS summed", f"{whole.pss / MB:,.0f} MB",
-            "≤ 300 MB", whole.pss <= IDLE_TARGET_BYTES, "what the processes really take from the machine"),
+            target, whole.pss <= IDLE_TARGET_BYTES if judged else None, "what the processes really take from the machine"),
     ]
     return rows
 
 
 def start_rows(timings: dict[str, float], *, section: str, label: str) -> list[Row]:
-    """`timings` from Stack.start(): seconds from the start to each step being done."""
+    """`timings` from Stack.start(): seconds from the start to each step being done.
+
+    Judged against the target only while there is no config/launch.py: once `make run` has
+    its launcher, its own time to the login URL (launch_rows) is the figure the target is
+    about, and this one (migrate and seed_agents as two processes, and waiting for the
+    worker too) is the breakdown."""
     ready = max(timings["web"], timings["worker"])
     steps = (f"redis {timings['redis']:.2f} s, migrate + seed_agents done {timings['migrated']:.1f} s, "
              f"web answering {timings['web']:.1f} s, worker running {timings['worker']:.1f} s")
+    judged = not (BASE_DIR / "config" / "launch.py").exists()
     return [Row(section, f"{label}: start to web answering and worker running", f"{ready:.1f} s",
-                f"≤ {COLD_START_TARGET_SECONDS:.0f} s", ready <= COLD_START_TARGET_SECONDS, steps)]
+                f"≤ {COLD_START_TARGET_SECONDS:.0f} s" if judged else "", ready <= COLD_START_TARGET_SECONDS if judged else None, steps)]
 
 
 def launch_rows(llm_url: str, *, section: str, timeout: float = 60.0) -> list[Row]:
