@@ -29,6 +29,10 @@ from .llm_backend import use_llm_server
 TEST_REDIS_PREFIX = f"{settings.REDIS_PREFIX}-test"
 os.environ["REDIS_PREFIX"] = TEST_REDIS_PREFIX
 
+# Async tests run ORM calls in executor threads whose connections would otherwise live on
+# (CONN_MAX_AGE) and keep PostgreSQL from dropping the test database at the end.
+settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
 
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("LLM_RECORD") == "1":
