@@ -107,10 +107,23 @@ def _direct(client: openai.OpenAI, agent: dict, question: str) -> tuple[float, f
     return stamps[0] - started, (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
+def _warm_up(stack) -> None:
+    """One run per worker process at once: a worker's first run imports the LLM client
+    (~0.25 s on a quiet machine), which is the start-up cost section 1 reports, not this one."""
+    workers = json.loads(stack.bench_command("fixtures", "setting", "GATEWAY_WORKERS"))
+    threads = json.loads(stack.bench_command("fixtures", "threads", str(workers)))
+
+    async def at_once():
+        await asyncio.gather(*(conversation(stack, t, "Say hi.", agent=AGENT, timeout=120) for t in threads))
+
+    asyncio.run(at_once())
+
+
 def compare(*, section: str) -> list[Row]:
     with LocalModel() as model, Stack(name="llm", llm_url=model.url, extra_env={"LLM_MAX_TOKENS": str(MAX_TOKENS)}) as stack:
         agent = json.loads(stack.bench_command("fixtures", "agent", AGENT))
         client = openai.OpenAI(base_url=model.url, api_key="bench", timeout=120, max_retries=0)
+        _warm_up(stack)
         threads = json.loads(stack.bench_command("fixtures", "threads", str(SAMPLES + 1)))
         direct, exchanges = [], []
         deadline = time.monotonic() + SAMPLING_SECONDS
