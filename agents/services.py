@@ -69,7 +69,7 @@ def run_claim_next(*, thread_id: int) -> Run | None:
     """
     with transaction.atomic():
         Thread.objects.select_for_update().filter(pk=thread_id).first()
-        runs = Run.objects.filter(thread_id=thread_id)
+        runs = Run.objects.filter(thread_id=thread_id).select_related("agent", "thread", "user_message")
         if runs.filter(status=Run.Status.RUNNING).exists():
             return None
         run = runs.filter(status=Run.Status.QUEUED).order_by("id").first()

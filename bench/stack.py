@@ -78,7 +78,7 @@ class Stack:
             self.manage("seed_agents")
             self.timings["migrated"] = time.monotonic() - started
             self.web = self._spawn("web", ["daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"])
-            self.worker = self._spawn("worker", [*MANAGE, "qcluster"])
+            self.worker = self._spawn("worker", [*MANAGE, "worker"])
             self._wait_ready(started, timeout)
             self._log_in()
         except BaseException:

@@ -1,4 +1,4 @@
-"""The openai adapter (agents.llm.OpenAICompatibleClient) against answers recorded from the
+"""The openai adapter (agents.openai_client.OpenAICompatibleClient) against answers recorded from the
 real llama.cpp server with the shipped model (tests/cassettes/*.yaml).
 
 Replayed offline with record_mode="none": a request that differs from the recorded one (method,
@@ -18,7 +18,8 @@ import pytest
 import vcr
 from django.conf import settings
 
-from agents.llm import Completion, LLMError, OpenAICompatibleClient, TextDelta
+from agents.llm import Completion, LLMError, TextDelta
+from agents.openai_client import OpenAICompatibleClient
 from agents.tools.calculator import TOOL as CALCULATOR
 from tests.doubles.openai_server import ScriptedOpenAIServer
 from tests.llm_backend import closed_port_url

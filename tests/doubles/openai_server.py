@@ -1,6 +1,6 @@
 """A real HTTP server speaking OpenAI's chat-completions protocol, with scripted answers.
 
-Used by the unit tests (through the real `agents.llm.OpenAICompatibleClient`), the browser
+Used by the unit tests (through the real `agents.openai_client.OpenAICompatibleClient`), the browser
 tests and benchmarks. It binds 127.0.0.1 on a free port and serves from a daemon thread:
 
     with ScriptedOpenAIServer(script=["Hello there", {"tool_calls": [...]}]) as server:

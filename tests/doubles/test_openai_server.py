@@ -9,7 +9,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from agents.llm import LLMError, OpenAICompatibleClient, TextDelta
+from agents.llm import LLMError, TextDelta
+from agents.openai_client import OpenAICompatibleClient
 from tests.doubles.openai_server import ScriptedOpenAIServer, tokenize
 
 

@@ -161,7 +161,7 @@ def stack(django_db_setup, redis_server, tmp_path_factory):
     try:
         _spawn(stack, "daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"])
         qcluster_log = stack.logs / "qcluster.log"
-        _spawn(stack, "qcluster", [sys.executable, "manage.py", "qcluster"])
+        _spawn(stack, "qcluster", [sys.executable, "manage.py", "worker"])
         _wait_for(stack, "daphne", lambda: _accepts(port))
         _wait_for(stack, "qcluster", lambda: "running." in qcluster_log.read_text(errors="replace"))
         yield stack
