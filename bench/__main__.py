@@ -175,7 +175,7 @@ def main() -> None:
     try:
         for name in chosen:
             section, title, needs_seconds, body = BLOCKS[name]
-            run.block(section, title, needs_seconds, lambda: body(run, backend))
+            run.block(section, title, needs_seconds, lambda body=body: body(run, backend))
     finally:
         signal.alarm(0)
         backend.stop()

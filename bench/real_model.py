@@ -16,15 +16,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import openai
 
 from .client import conversation
 from .figures import Row, Spread
-from .stack import BASE_DIR, Stack, bench_env, free_port, uninterrupted
+from .stack import BASE_DIR, Stack, answers, bench_env, end_process, free_port, uninterrupted
 
 SAMPLES = 5
 SAMPLING_SECONDS = 60  # stop taking pairs after this long (CPU generation is slow on 2 shared cores)
@@ -56,7 +54,7 @@ class LocalModel:
                 log = (self.dir / "llm.log").read_text(errors="replace")[-500:]
                 self.__exit__()
                 raise RuntimeError(f"the local model server exited: {log.strip()}")
-            if _healthy(f"http://127.0.0.1:{self.port}/health"):
+            if answers(f"http://127.0.0.1:{self.port}/health"):
                 self.ready_seconds = time.monotonic() - started
                 return self
             time.sleep(0.2)
@@ -65,22 +63,8 @@ class LocalModel:
 
     def __exit__(self, *exc_info) -> None:
         with uninterrupted():
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            end_process(self.proc, grace=15.0)
             shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def unavailable() -> str:

@@ -94,13 +94,7 @@ class Stack:
     def _stop(self, keep_data: bool) -> None:
         for proc in (self.web, self.worker):
             _end_group(proc, grace=10.0)
-        if self.redis is not None and self.redis.poll() is None:
-            self.redis.terminate()
-            try:
-                self.redis.wait(5)
-            except subprocess.TimeoutExpired:
-                self.redis.kill()
-                self.redis.wait()
+        end_process(self.redis, grace=5.0)
         self.web = self.worker = self.redis = None
         if not keep_data:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -133,7 +127,7 @@ class Stack:
             for proc in (self.web, self.worker):
                 if proc.poll() is not None:
                     raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{self.log_tail()}")
-            if "web" not in self.timings and _answers(f"{self.url}/login/help/"):
+            if "web" not in self.timings and answers(f"{self.url}/login/help/"):
                 self.timings["web"] = time.monotonic() - started
             if "worker" not in self.timings and b"running." in (self.dir / "worker.log").read_bytes():
                 self.timings["worker"] = time.monotonic() - started
@@ -196,7 +190,8 @@ def uninterrupted():
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether `url` answers with anything below 500 (llama.cpp says 503 while loading)."""
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
             return response.status < 500
@@ -204,6 +199,18 @@ def _answers(url: str) -> bool:
         return exc.code < 500
     except OSError:
         return False
+
+
+def end_process(proc: subprocess.Popen | None, *, grace: float) -> None:
+    """SIGTERM to one process, SIGKILL if it is still there after `grace` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _end_group(proc: subprocess.Popen | None, *, grace: float) -> None:

@@ -12,10 +12,6 @@ def thread_get(*, owner, thread_id) -> Thread:
     return Thread.objects.select_related("default_agent", "forked_from_thread").get(pk=thread_id, owner=owner)
 
 
-def message_list(*, thread: Thread):
-    return thread.messages.select_related("agent").order_by("turn", "id")
-
-
 def message_get(*, owner, message_id) -> Message:
     """The owner's message. Raises Message.DoesNotExist otherwise."""
     return Message.objects.select_related("thread", "agent").get(pk=message_id, thread__owner=owner)

@@ -49,20 +49,27 @@ def redis_start(socket_path: Path, data_dir: Path, *, timeout: float = 10.0) -> 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"redis-server exited with code {proc.returncode}")
-        if redis_ping(socket_path):
+        if redis_ping(f"unix://{socket_path}"):
             return proc
         time.sleep(0.02)
     proc.kill()
     raise RuntimeError("redis-server did not start in time")
 
 
-def redis_ping(socket_path: Path) -> bool:
+def redis_ping(url: str) -> bool:
+    """Whether the Redis at `url` answers PING now. Tries once: redis-py 8 would otherwise
+    retry a refused connection for seconds, and every caller polls in its own loop."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0))
     try:
-        return bool(redis.Redis(unix_socket_path=str(socket_path), socket_timeout=0.5).ping())
-    except (redis.ConnectionError, redis.TimeoutError, FileNotFoundError):
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
         return False
+    finally:
+        client.close()
 
 
 def main() -> int:

@@ -167,20 +167,11 @@ def _answers_ok(url: str) -> bool:
 
 def after_redis(argv: list[str]) -> int:
     """Replaces this process with `argv` once settings.REDIS_URL answers PING; 1 if it never does."""
-    import redis
     from django.conf import settings
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0))
+    from config.embedded_redis import redis_ping
 
-    def answers() -> bool:
-        try:
-            return bool(client.ping())
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            return False
-
-    if _wait_until(answers, REDIS_WAIT_SECONDS):
+    if _wait_until(lambda: redis_ping(settings.REDIS_URL), REDIS_WAIT_SECONDS):
         os.execvp(argv[0], argv)
     print(f"Redis did not answer at {settings.REDIS_URL} within {REDIS_WAIT_SECONDS} s", file=sys.stderr)
     return 1

@@ -49,9 +49,8 @@ def redis_server():
     process = None
     # A Redis already answering on the socket belongs to someone else (an app run with the
     # same DATA_DIR): share it (the prefix keeps us apart) rather than pull the socket away.
-    # exists() first: redis-py retries a failed ping with backoff for seconds.
     embedded = not os.environ.get("REDIS_URL")
-    if embedded and not (settings.REDIS_SOCKET.exists() and redis_ping(settings.REDIS_SOCKET)):
+    if embedded and not (redis_ping(settings.REDIS_URL)):
         process = redis_start(settings.REDIS_SOCKET, settings.DATA_DIR)
     layers = {"default": {**settings.CHANNEL_LAYERS["default"]}}
     layers["default"]["CONFIG"] = {**layers["default"]["CONFIG"], "prefix": f"{TEST_REDIS_PREFIX}:asgi"}
