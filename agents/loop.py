@@ -6,21 +6,31 @@ It writes nothing to the database. Everything that happens is reported through
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .llm import Completion, LLMClient, LLMError, TextDelta
-from .tools import ToolSet
+from .tools import ToolCallRequest, ToolSet, for_model
 
 Emit = Callable[[str, dict], None]
 
 
+# The same call (tool and arguments) made this many times in one run stops the loop.
+REPEAT_LIMIT = 3
+
+
 @dataclass
 class LoopResult:
-    stop_reason: str  # "answered" or "round_cap" (Run.StopReason values)
+    # "answered", "round_cap", "repeated_call" (Run.StopReason values) or "waiting" (paused
+    # on a tool that asks the user; `waiting_call_id` and `question` say for what).
+    stop_reason: str
     rounds: int
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    waiting_call_id: str = ""
+    question: str = ""
 
 
 def loop_run(
@@ -33,15 +43,22 @@ def loop_run(
     temperature: float,
     max_tokens: int,
     emit: Emit,
+    rounds_done: int = 0,
+    calls_done: list[tuple[str, str]] | None = None,
 ) -> LoopResult:
     """Calls the model, runs the tools it asks for, and repeats until it answers in text.
 
-    Stops after `max_rounds` model calls that asked for tools ("round_cap"): a stuck model
-    ends the run with a stated reason rather than an exception. Tool failures are results,
-    so they never end the loop. `messages` is extended in place with every new message.
+    Bounded three ways, each ending the run with a stated reason rather than an exception:
+    `max_rounds` model calls that asked for tools ("round_cap"); the same tool call asked
+    for a REPEAT_LIMIT-th time ("repeated_call", not run); a pausing tool (ask_user) whose
+    question waits for the user ("waiting"). Tool failures are results, so they never end the
+    loop. Several calls in one answer run in parallel; results are appended in call order.
+    A resumed run passes the `rounds_done` and `calls_done` (name, arguments) of its earlier
+    part, so the bounds hold across the pause. `messages` is extended in place.
     Raises LLMError when the model call fails (the caller records the failure).
     """
-    result = LoopResult(stop_reason="answered", rounds=0)
+    result = LoopResult(stop_reason="answered", rounds=rounds_done)
+    seen = Counter(_call_key(name, args) for name, args in calls_done or [])
     schemas = tools.schemas()
     while True:
         completion = _model_turn(client, model, messages, schemas, temperature, max_tokens, emit)
@@ -50,10 +67,21 @@ def loop_run(
         result.completion_tokens += completion.completion_tokens
         if not completion.tool_calls:
             return result
+        keys = [_call_key(c.name, c.arguments) for c in completion.tool_calls]
+        seen.update(keys)
+        if any(seen[k] >= REPEAT_LIMIT for k in keys):
+            result.stop_reason = "repeated_call"
+            return result
         for call in completion.tool_calls:
             emit("tool.called", {"call_id": call.id, "name": call.name, "arguments": call.arguments})
-            outcome = tools.call(call.name, call.arguments)
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": outcome.content})
+        outcomes = tools.call_many([ToolCallRequest(c.id, c.name, c.arguments) for c in completion.tool_calls])
+        for call, outcome in zip(completion.tool_calls, outcomes, strict=True):
+            if tools.pauses(call.name) and not outcome.is_error and not result.waiting_call_id:
+                # The answer comes from the user's next message; the call stays open till then.
+                result.waiting_call_id = call.id
+                result.question = json.loads(outcome.content).get("question", "")
+                continue
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": for_model(outcome.content)})
             emit(
                 "tool.finished",
                 {
@@ -64,9 +92,19 @@ def loop_run(
                     "duration_ms": outcome.duration_ms,
                 },
             )
+        if result.waiting_call_id:
+            result.stop_reason = "waiting"
+            return result
         if result.rounds >= max_rounds:
             result.stop_reason = "round_cap"
             return result
+
+
+def _call_key(name: str, arguments: str) -> tuple[str, str]:
+    try:
+        return name, json.dumps(json.loads(arguments or "{}"), sort_keys=True)
+    except ValueError:
+        return name, arguments
 
 
 def _model_turn(client, model, messages, schemas, temperature, max_tokens, emit) -> Completion:

@@ -31,6 +31,8 @@ class Run(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
+        # Paused on ask_user: the user's next message in the thread answers and resumes it.
+        WAITING = "waiting", "Waiting for your answer"
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
 
@@ -39,6 +41,7 @@ class Run(models.Model):
     class StopReason(models.TextChoices):
         ANSWERED = "answered", "Answered"
         ROUND_CAP = "round_cap", "Stopped: round cap reached"
+        REPEATED_CALL = "repeated_call", "Stopped: the same tool call was repeated 3 times"
         ERROR = "error", "Error"
 
     thread = models.ForeignKey("chat.Thread", on_delete=models.CASCADE, related_name="runs")
@@ -56,6 +59,8 @@ class Run(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # While waiting: the ask_user tool call the user's next message answers.
+    waiting_call_id = models.CharField(max_length=128, blank=True)
     # A running run belongs to its worker until this time; the worker renews it as it goes.
     # Past it, the worker is presumed dead and the sweeper ends the run (gateway.tasks).
     lease_expires_at = models.DateTimeField(null=True, blank=True)

@@ -78,6 +78,8 @@ class Message(models.Model):
     tool_call_id = models.CharField(max_length=128, blank=True)
     tool_name = models.CharField(max_length=64, blank=True)
     is_error = models.BooleanField(default=False)
+    # How long the tool call took (tool messages only).
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
     # A default rather than auto_now_add, so that a fork keeps the original times.
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)

@@ -42,7 +42,7 @@ def message_add_user(*, thread: Thread, text: str, agent=None, source: str = "we
 
 _COPIED_FIELDS = (
     "turn", "role", "content", "agent_id", "source", "status",
-    "tool_calls", "tool_call_id", "tool_name", "is_error", "created_at", "completed_at",
+    "tool_calls", "tool_call_id", "tool_name", "is_error", "duration_ms", "created_at", "completed_at",
 )
 
 

@@ -174,6 +174,17 @@ LLM_TIMEOUT_SECONDS = float(os.environ.get("LLM_TIMEOUT_SECONDS", "120"))
 LLM_MAX_RETRIES = int(os.environ.get("LLM_MAX_RETRIES", "2"))
 LLM_MAX_TOKENS = int(os.environ.get("LLM_MAX_TOKENS", "1024"))
 
+# --- Tools and skills -----------------------------------------------------------------------------
+# Each agent's file tools and shell work inside WORKSPACES_DIR/<agent slug>, never outside it.
+WORKSPACES_DIR = Path(os.environ.get("WORKSPACES_DIR", DATA_DIR / "workspaces")).resolve()
+# Agent Skills folders, first wins on a name clash: the project's, then the user's own.
+SKILLS_DIRS = [BASE_DIR / ".agents" / "skills", Path.home() / ".agents" / "skills"]
+if os.environ.get("SKILLS_DIRS"):
+    SKILLS_DIRS = [Path(p) for p in os.environ["SKILLS_DIRS"].split(os.pathsep) if p]
+# fetch_url refuses private, loopback, link-local and other non-public addresses. Networks
+# listed here (comma-separated CIDRs, e.g. a home server "192.168.1.10/32") are allowed anyway.
+FETCH_URL_ALLOWED_NETWORKS = [n.strip() for n in os.environ.get("FETCH_URL_ALLOWED_NETWORKS", "").split(",") if n.strip()]
+
 # --- Auth: one user, logged in by a one-time URL ------------------------------------------------
 LOGIN_URL = "chat:login-help"
 LOGIN_TOKEN_TTL_SECONDS = int(os.environ.get("LOGIN_TOKEN_TTL_SECONDS", "3600"))

@@ -1,7 +1,10 @@
 """Tools an agent may call. One module per tool; this package holds the registry.
 
 A tool is built for one run with the run's scope captured in a closure, so the model can
-only choose the arguments a tool's schema offers, never whose data it touches.
+only choose the arguments a tool's schema offers, never whose data it touches. Arguments
+are checked against the tool's JSON schema before the tool sees them, and every failure
+(unknown tool, bad JSON, schema violation, timeout, a bug in the tool) comes back to the
+model as `{"error": "..."}`: errors are data, the loop goes on.
 """
 
 from __future__ import annotations
@@ -10,9 +13,15 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from importlib import import_module
+from pathlib import Path
 from typing import Any
+
+from django.db import connections
+from jsonschema import Draft202012Validator
 
 log = logging.getLogger(__name__)
 
@@ -20,25 +29,38 @@ log = logging.getLogger(__name__)
 TOOL_MODULES = ["agents.tools.calculator"]
 # What the model sees of a result; the database keeps it whole.
 RESULT_CHARS_FOR_MODEL = 8000
+# Tool calls of one model answer run at most this many at a time.
+MAX_PARALLEL_CALLS = 4
 
 
 @dataclass(frozen=True)
 class ToolScope:
-    """Whose data a run's tools may touch. Fixed when the tool list is built."""
+    """Whose data a run's tools may touch. Fixed when the tool list is built for a run."""
 
     owner_id: int
     thread_id: int
     agent_id: int | None
+    # The agent's own directory; file tools and the shell never leave it.
+    workspace: Path
+    run_id: int | None = None
+    # Skills enabled on the agent (activate_skill may only load these).
+    skills: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Tool:
     name: str
     description: str
-    parameters: dict
-    read_only: bool
+    parameters: dict  # JSON schema of the arguments object
+    read_only: bool  # False: it changes something (files, the outside world)
     build: Callable[[ToolScope], Callable[..., Any]]
+    # Offered to new agents unless switched off; False means an admin must switch it on.
     enabled_by_default: bool = True
+    timeout_seconds: float = 30.0
+    # Registered but not toggled per agent: offered when the agent has what it needs (skills).
+    automatic: bool = False
+    # The call's answer comes from the user, not the tool: the run pauses until it arrives.
+    pauses_run: bool = False
 
     def schema(self) -> dict:
         return {
@@ -48,14 +70,22 @@ class Tool:
 
 
 class ToolInputError(Exception):
-    """Raised by a tool for bad arguments; the message goes back to the model as the result."""
+    """Raised by a tool for bad arguments or a refused request; the message goes back to the model."""
+
+
+@dataclass(frozen=True)
+class ToolCallRequest:
+    call_id: str
+    name: str
+    arguments: str  # raw JSON text as the model wrote it
 
 
 @dataclass(frozen=True)
 class ToolResult:
-    content: str
+    content: str  # whole; RESULT_CHARS_FOR_MODEL applies only to what the model is sent
     is_error: bool
     duration_ms: int
+    error: str = ""  # the error message alone, for the admin and the chip
 
 
 def registry() -> dict[str, Tool]:
@@ -67,50 +97,143 @@ def registry() -> dict[str, Tool]:
     return tools
 
 
+def tools_toggleable() -> list[Tool]:
+    """The tools an admin switches on and off per agent, in a stable order."""
+    return sorted((t for t in registry().values() if not t.automatic), key=lambda t: t.name)
+
+
+def tool_names_default() -> list[str]:
+    return [t.name for t in tools_toggleable() if t.enabled_by_default]
+
+
+def for_model(content: str) -> str:
+    """A tool result as the model is sent it: cut at RESULT_CHARS_FOR_MODEL, saying so."""
+    if len(content) <= RESULT_CHARS_FOR_MODEL:
+        return content
+    return content[:RESULT_CHARS_FOR_MODEL] + f"\n[truncated: {len(content):,} characters in all, first {RESULT_CHARS_FOR_MODEL:,} shown]"
+
+
+@dataclass
 class ToolSet:
     """The tools one run may use, already bound to that run's scope."""
 
-    def __init__(self, tools: list[Tool], scope: ToolScope):
-        self._tools = {t.name: t for t in tools}
-        self._bound = {t.name: t.build(scope) for t in tools}
+    tools: list[Tool]
+    scope: ToolScope
+    _bound: dict[str, Callable[..., Any]] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._by_name = {t.name: t for t in self.tools}
+        self._bound = {t.name: t.build(self.scope) for t in self.tools}
 
     @classmethod
-    def for_names(cls, names: list[str], scope: ToolScope) -> ToolSet:
+    def for_agent(cls, enabled: list[str], scope: ToolScope) -> ToolSet:
+        """The agent's enabled tools, plus automatic ones that apply (activate_skill with skills)."""
         available = registry()
-        return cls([available[n] for n in names if n in available], scope)
+        chosen = [available[n] for n in enabled if n in available and not available[n].automatic]
+        if scope.skills and "activate_skill" in available:
+            chosen.append(available["activate_skill"])
+        return cls(chosen, scope)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    def pauses(self, name: str) -> bool:
+        tool = self._by_name.get(name)
+        return tool is not None and tool.pauses_run
 
     def schemas(self) -> list[dict]:
-        return [t.schema() for t in self._tools.values()]
+        return [t.schema() for t in self.tools]
 
     def call(self, name: str, arguments: str) -> ToolResult:
-        """Runs one call. Never raises: every failure comes back as an error result."""
+        """Runs one call in this thread, without a timeout. Never raises."""
         started = time.monotonic()
-        content, is_error = self._call(name, arguments)
-        return ToolResult(content=content, is_error=is_error, duration_ms=int((time.monotonic() - started) * 1000))
+        content, error = self._call(name, arguments)
+        return _result(content, error, started)
 
-    def _call(self, name: str, arguments: str) -> tuple[str, bool]:
+    def call_many(self, calls: list[ToolCallRequest]) -> list[ToolResult]:
+        """Runs the calls in parallel (at most MAX_PARALLEL_CALLS at once), each with its tool's
+        timeout, and returns the results in call order. Never raises.
+
+        A call that times out is answered with an error; its thread is left to finish on its
+        own (Python cannot stop a thread), which is why tools that can hang (shell, fetch_url)
+        also enforce their own limits.
+        """
+        if not calls:
+            return []
+        pool = ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_CALLS, len(calls)), thread_name_prefix="tool")
+        try:
+            started = [time.monotonic() for _ in calls]
+            futures = [pool.submit(self._call_in_thread, c.name, c.arguments) for c in calls]
+            results = []
+            for call, future, t0 in zip(calls, futures, started, strict=True):
+                timeout = self._timeout(call.name)
+                try:
+                    content, error = future.result(timeout=max(0.0, t0 + timeout - time.monotonic()))
+                except FutureTimeout:
+                    content, error = None, f"The tool {call.name!r} did not finish within {timeout:g} seconds."
+                results.append(_result(content, error, t0))
+            return results
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _timeout(self, name: str) -> float:
+        tool = self._by_name.get(name)
+        return tool.timeout_seconds if tool else 5.0
+
+    def _call_in_thread(self, name: str, arguments: str) -> tuple[str | None, str]:
+        try:
+            return self._call(name, arguments)
+        finally:
+            # Tools that read the database opened a connection in this pool thread.
+            connections.close_all()
+
+    def _call(self, name: str, arguments: str) -> tuple[str | None, str]:
+        """(content, "") on success, (None, error message) on failure."""
         fn = self._bound.get(name)
         if fn is None:
             offered = ", ".join(sorted(self._bound)) or "none"
-            return _error(f"There is no tool named {name!r} here. Tools you can call: {offered}."), True
+            return None, f"There is no tool named {name!r} here; it was not run. Tools you can call: {offered}."
+        tool = self._by_name[name]
         try:
             args = json.loads(arguments or "{}")
         except json.JSONDecodeError as exc:
-            return _error(f"The arguments were not valid JSON ({exc.msg}). Send a JSON object."), True
+            return None, f"The arguments were not valid JSON ({exc.msg}). Send one JSON object{_usage(tool)}."
         if not isinstance(args, dict):
-            return _error("The arguments must be a JSON object."), True
+            return None, f"The arguments must be a JSON object{_usage(tool)}."
+        problem = _schema_problem(tool, args)
+        if problem:
+            return None, f"Invalid arguments: {problem}{_usage(tool)}."
         try:
             result = fn(**args)
         except ToolInputError as exc:
-            return _error(str(exc)), True
-        except TypeError as exc:
-            props = ", ".join(self._tools[name].parameters.get("properties", {})) or "none"
-            return _error(f"Wrong arguments ({exc}). This tool takes: {props}."), True
+            return None, str(exc)
         except Exception as exc:  # a tool bug must not end the run: the model gets the error
             log.exception("tool %s failed", name)
-            return _error(f"The tool failed: {type(exc).__name__}: {exc}"), True
-        return (result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)), False
+            return None, f"The tool failed: {type(exc).__name__}: {exc}"
+        return (result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)), ""
 
 
-def _error(message: str) -> str:
-    return json.dumps({"error": message}, ensure_ascii=False)
+def _result(content: str | None, error: str, started: float) -> ToolResult:
+    duration_ms = int((time.monotonic() - started) * 1000)
+    if error:
+        return ToolResult(content=json.dumps({"error": error}, ensure_ascii=False), is_error=True, duration_ms=duration_ms, error=error)
+    return ToolResult(content=content or "", is_error=False, duration_ms=duration_ms)
+
+
+def _schema_problem(tool: Tool, args: dict) -> str:
+    errors = sorted(Draft202012Validator(tool.parameters).iter_errors(args), key=lambda e: list(e.path))
+    if not errors:
+        return ""
+    first = errors[0]
+    where = ".".join(str(p) for p in first.path)
+    return f"{where}: {first.message}" if where else first.message
+
+
+def _usage(tool: Tool) -> str:
+    props = tool.parameters.get("properties", {})
+    required = set(tool.parameters.get("required", []))
+    if not props:
+        return " (this tool takes no arguments: send {})"
+    parts = [f"{n}: {p.get('type', 'any')}{'' if n in required else ', optional'}" for n, p in props.items()]
+    return f" (this tool takes {{{'; '.join(parts)}}})"

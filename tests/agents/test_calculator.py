@@ -71,7 +71,7 @@ def test_names_attributes_and_calls_beyond_arithmetic_are_refused(expression):
 
 
 def test_the_tool_returns_the_expression_and_result_and_errors_as_data():
-    tools = ToolSet.for_names(["calculator", "no-such-tool"], ToolScope(owner_id=1, thread_id=1, agent_id=None))
+    tools = ToolSet.for_agent(["calculator", "no-such-tool"], ToolScope(owner_id=1, thread_id=1, agent_id=None, workspace=Path("/nonexistent")))
 
     ok = tools.call("calculator", '{"expression": "6 * 7"}')
     refused = tools.call("calculator", '{"expression": "__import__(\'os\')"}')

@@ -10,7 +10,7 @@ from agents.loop import loop_run
 from agents.tools import Tool, ToolScope, ToolSet, registry
 from tests.doubles.openai_server import tokenize
 
-SCOPE = ToolScope(owner_id=1, thread_id=1, agent_id=1)
+SCOPE = ToolScope(owner_id=1, thread_id=1, agent_id=1, workspace=Path("/nonexistent"))
 
 
 class ScriptedModel:
