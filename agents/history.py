@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from chat.models import Message
 
+from .skills import skill_catalog_prompt
+from .tools import for_model
+
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and concisely; use markdown where it helps."
 
 
-def history_for_run(run, agent) -> list[dict]:
+def history_for_run(run, agent, skills=()) -> list[dict]:
     """OpenAI-shaped messages for answering `run`: everything up to and including its turn.
+
+    The system prompt is the agent's, followed by the catalog (names and descriptions only)
+    of its enabled `skills`; a skill's body reaches the model only through activate_skill.
+    Tool results are cut to what the model is sent (agents.tools.for_model).
 
     Later turns (the user may have typed ahead) are left out. Tool calls with no stored result
     (a fork cut between them, or a failed round) are dropped, as are results with no call,
@@ -21,18 +28,24 @@ def history_for_run(run, agent) -> list[dict]:
         .exclude(status=Message.Status.FAILED)
         .order_by("turn", "id")
     )
-    return [{"role": "system", "content": agent.system_prompt or DEFAULT_SYSTEM_PROMPT}] + messages_to_wire(rows)
+    system = agent.system_prompt or DEFAULT_SYSTEM_PROMPT
+    catalog = skill_catalog_prompt(list(skills))
+    if catalog:
+        system = f"{system}\n\n{catalog}"
+    return [{"role": "system", "content": system}] + messages_to_wire(rows)
 
 
 def messages_to_wire(rows) -> list[dict]:
+    """Rows as OpenAI messages. A user message that answers an ask_user call (it carries the
+    call's id) is that call's tool result: the model asked, the user replied."""
     rows = list(rows)
-    answered = {m.tool_call_id for m in rows if m.role == Message.Role.TOOL}
+    answered = {m.tool_call_id for m in rows if m.tool_call_id and m.role in (Message.Role.TOOL, Message.Role.USER)}
     wire: list[dict] = []
     open_calls: set[str] = set()
     for m in rows:
-        if m.role == Message.Role.TOOL:
+        if m.role == Message.Role.TOOL or (m.role == Message.Role.USER and m.tool_call_id):
             if m.tool_call_id in open_calls:
-                wire.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content})
+                wire.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": for_model(m.content)})
             continue
         if m.role == Message.Role.ASSISTANT:
             calls = [c for c in m.tool_calls if c.get("id") in answered]

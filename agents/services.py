@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
-import time
-from collections.abc import Callable
-from datetime import timedelta
+import re
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -17,14 +17,11 @@ from . import llm
 from .history import history_for_run
 from .loop import loop_run
 from .models import Agent, Run
+from .recorder import Publish, RunRecorder, lease_duration
+from .skills import Skill, skills_for_agent
 from .tools import ToolScope, ToolSet
 
 log = logging.getLogger(__name__)
-
-Publish = Callable[[str, dict], None]
-# How much of a tool's arguments and result a live event carries; the database has it all.
-EVENT_PREVIEW_CHARS = 2000
-LEASE_RENEW_SECONDS = 15
 
 
 def agent_default() -> Agent | None:
@@ -64,13 +61,14 @@ def run_claim_next(*, thread_id: int) -> Run | None:
     """Marks the thread's oldest queued run as running and returns it.
 
     Returns None if another run of the thread is running (one at a time per thread, in
-    order) or nothing is queued. Safe to call twice for the same work: the thread row lock
+    order) or waiting for the user, or nothing is queued. Safe to call twice for the same work: the thread row lock
     (PostgreSQL) or the write lock (SQLite IMMEDIATE) makes the check-and-set atomic.
     """
     with transaction.atomic():
         Thread.objects.select_for_update().filter(pk=thread_id).first()
         runs = Run.objects.filter(thread_id=thread_id).select_related("agent", "thread", "user_message")
-        if runs.filter(status=Run.Status.RUNNING).exists():
+        # A run waiting on the user's answer holds the thread too: the next message answers it.
+        if runs.filter(status__in=(Run.Status.RUNNING, Run.Status.WAITING)).exists():
             return None
         run = runs.filter(status=Run.Status.QUEUED).order_by("id").first()
         if run is None:
@@ -81,12 +79,6 @@ def run_claim_next(*, thread_id: int) -> Run | None:
         run.attempts += 1
         run.save(update_fields=["status", "started_at", "lease_expires_at", "attempts"])
     return run
-
-
-def lease_duration() -> timedelta:
-    # Longer than the longest silence a healthy run can have: the model's own timeout
-    # (waiting for a first token on a slow CPU) plus a margin.
-    return timedelta(seconds=settings.LLM_TIMEOUT_SECONDS + 60)
 
 
 WORKER_LOST_ERROR = "The worker stopped while answering (it was restarted or crashed). Retry to ask again."
@@ -115,14 +107,20 @@ def run_has_queued(*, thread_id: int) -> bool:
     return Run.objects.filter(thread_id=thread_id, status=Run.Status.QUEUED).exists()
 
 
+def workspace_for(agent: Agent) -> Path:
+    """The agent's own directory for file tools and the shell (created when first used)."""
+    return settings.WORKSPACES_DIR / agent.slug
+
+
 def run_execute(*, run: Run, publish: Publish, client: llm.LLMClient | None = None) -> Run:
-    """Runs a claimed run to exactly one terminal state (done or failed) and returns it.
+    """Runs a claimed run until it is done, failed, or waiting for the user, and returns it.
 
     Never raises for model or tool failures: they end the run as "failed" with a readable
     error, keeping whatever text was already streamed. Every step is published through
-    `publish(event_type, data)` after it is stored.
+    `publish(event_type, data)` after it is stored. A run resumed after the user answered
+    its question goes on from the stored history, with its earlier rounds and calls counted.
     """
-    recorder = _RunRecorder(run, publish)
+    recorder = RunRecorder(run, publish)
     publish("run.started", {"agent": run.agent.slug if run.agent else None, "turn": run.user_message.turn})
     try:
         agent = run.agent or agent_default()
@@ -132,133 +130,72 @@ def run_execute(*, run: Run, publish: Publish, client: llm.LLMClient | None = No
             client, model = llm.client_for(agent.model)
         else:
             model = agent.model or settings.LLM_MODEL
-        tools = ToolSet.for_names(
+        skills = skills_for_agent(agent.enabled_skills)
+        tools = ToolSet.for_agent(
             agent.enabled_tools,
-            ToolScope(owner_id=run.thread.owner_id, thread_id=run.thread_id, agent_id=agent.pk),
+            ToolScope(
+                owner_id=run.thread.owner_id,
+                thread_id=run.thread_id,
+                agent_id=agent.pk,
+                workspace=workspace_for(agent),
+                run_id=run.pk,
+                skills=tuple(s.name for s in skills),
+            ),
         )
+        if run.rounds == 0:
+            _skill_invoke(run, skills, tools, recorder)
         result = loop_run(
             client=client,
             model=model,
-            messages=history_for_run(run, agent),
+            messages=history_for_run(run, agent, skills),
             tools=tools,
             max_rounds=agent.max_tool_rounds,
             temperature=agent.temperature,
             max_tokens=settings.LLM_MAX_TOKENS,
             emit=recorder,
+            rounds_done=run.rounds,
+            calls_done=_calls_done(run),
         )
     except llm.LLMError as exc:
         return recorder.fail(str(exc))
     except Exception as exc:
         log.exception("run %s failed", run.pk)
         return recorder.fail(f"Internal error ({type(exc).__name__}). The details are in the server log.")
+    if result.stop_reason == "waiting":
+        return recorder.wait(result)
     return recorder.finish(result)
 
 
-class _RunRecorder:
-    """Listens to the loop's events, stores each step, then publishes it with its ids."""
+SKILL_COMMAND = re.compile(r"^/([a-z0-9][a-z0-9-]{0,63})(?:\s|$)")
 
-    def __init__(self, run: Run, publish: Publish):
-        self.run = run
-        self.publish = publish
-        self.message: Message | None = None  # the assistant message being streamed
-        self.partial: list[str] = []
-        self.first_token_at = None
-        self.rounds = 0
-        self._lease_renewed = time.monotonic()
 
-    def __call__(self, event: str, data: dict) -> None:
-        self._renew_lease()
-        handler = getattr(self, "on_" + event.replace(".", "_"), None)
-        if handler is not None:
-            data = handler(data)
-        self.publish(event, data)
+def _skill_invoke(run: Run, skills: list[Skill], tools: ToolSet, emit: RunRecorder) -> None:
+    """`/skill-name ...` typed by the user loads that skill before the model's first turn.
 
-    def _renew_lease(self) -> None:
-        # At most every LEASE_RENEW_SECONDS, so a fast stream costs a handful of writes.
-        if time.monotonic() - self._lease_renewed < LEASE_RENEW_SECONDS:
-            return
-        self._lease_renewed = time.monotonic()
-        Run.objects.filter(pk=self.run.pk, status=Run.Status.RUNNING).update(
-            lease_expires_at=timezone.now() + lease_duration()
-        )
+    Done as an ordinary activate_skill call, stored and shown like one, so "never twice in a
+    thread" and the chat's tool chips need nothing special. A `/word` that is not one of the
+    agent's skills is left alone: it is just text.
+    """
+    match = SKILL_COMMAND.match(run.user_message.content)
+    if not match or match.group(1) not in {s.name for s in skills}:
+        return
+    call_id = f"skill-{run.pk}"
+    arguments = json.dumps({"name": match.group(1)})
+    wire = {"id": call_id, "type": "function", "function": {"name": "activate_skill", "arguments": arguments}}
+    emit("message.started", {})
+    emit("message.completed", {"content": "", "tool_calls": [wire], "finish_reason": "tool_calls"})
+    emit("tool.called", {"call_id": call_id, "name": "activate_skill", "arguments": arguments})
+    outcome = tools.call("activate_skill", arguments)
+    emit(
+        "tool.finished",
+        {"call_id": call_id, "name": "activate_skill", "content": outcome.content, "is_error": outcome.is_error, "duration_ms": outcome.duration_ms},
+    )
 
-    def _new_message(self, **fields) -> Message:
-        return Message.objects.create(
-            thread_id=self.run.thread_id,
-            run_id=self.run.pk,
-            turn=self.run.user_message.turn,
-            agent_id=self.run.agent_id,
-            source=self.run.source,
-            **fields,
-        )
 
-    def on_message_started(self, data):
-        self.rounds += 1
-        self.partial = []
-        self.message = self._new_message(role=Message.Role.ASSISTANT, status=Message.Status.STREAMING)
-        return {**data, "message_id": self.message.pk}
-
-    def on_message_streamed(self, data):
-        if self.first_token_at is None:
-            self.first_token_at = timezone.now()
-        self.partial.append(data["delta"])
-        return {**data, "message_id": self.message.pk}
-
-    def on_message_completed(self, data):
-        message = self.message
-        message.content = data["content"]
-        message.tool_calls = data["tool_calls"]
-        message.status = Message.Status.COMPLETE
-        message.completed_at = timezone.now()
-        message.save(update_fields=["content", "tool_calls", "status", "completed_at"])
-        self.message = None
-        return {"message_id": message.pk, "has_tool_calls": bool(data["tool_calls"])}
-
-    def on_tool_called(self, data):
-        return {**data, "arguments": data["arguments"][:EVENT_PREVIEW_CHARS]}
-
-    def on_tool_finished(self, data):
-        message = self._new_message(
-            role=Message.Role.TOOL,
-            content=data["content"],
-            tool_call_id=data["call_id"],
-            tool_name=data["name"][:64],
-            is_error=data["is_error"],
-            completed_at=timezone.now(),
-        )
-        return {**data, "content": data["content"][:EVENT_PREVIEW_CHARS], "message_id": message.pk}
-
-    def _end(self, **fields) -> bool:
-        """Moves the run from running to its terminal state; False if it already left running."""
-        fields.update(finished_at=timezone.now(), first_token_at=self.first_token_at)
-        updated = Run.objects.filter(pk=self.run.pk, status=Run.Status.RUNNING).update(**fields)
-        self.run.refresh_from_db()
-        return updated == 1
-
-    def finish(self, result) -> Run:
-        if self._end(
-            status=Run.Status.DONE,
-            stop_reason=result.stop_reason,
-            rounds=result.rounds,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-        ):
-            self.publish(
-                "run.finished",
-                {"status": "done", "stop_reason": result.stop_reason, "stop_label": self.run.get_stop_reason_display(), "rounds": result.rounds},
-            )
-        return self.run
-
-    def fail(self, error: str) -> Run:
-        if self.message is not None:
-            # Keep what the user already saw; mark it so nobody mistakes it for a whole answer.
-            self.message.content = "".join(self.partial)
-            self.message.status = Message.Status.FAILED
-            self.message.completed_at = timezone.now()
-            self.message.save(update_fields=["content", "status", "completed_at"])
-        if self._end(status=Run.Status.FAILED, stop_reason=Run.StopReason.ERROR, error=error, rounds=self.rounds):
-            self.publish(
-                "run.failed",
-                {"status": "failed", "error": error, "message_id": self.message.pk if self.message else None},
-            )
-        return self.run
+def _calls_done(run: Run) -> list[tuple[str, str]]:
+    calls = []
+    for tool_calls in run.messages.filter(role=Message.Role.ASSISTANT).values_list("tool_calls", flat=True):
+        for call in tool_calls or []:
+            function = call.get("function") or {}
+            calls.append((function.get("name", ""), function.get("arguments", "")))
+    return calls

@@ -40,6 +40,19 @@ def message_add_user(*, thread: Thread, text: str, agent=None, source: str = "we
     return message
 
 
+def message_add_answer(*, thread: Thread, text: str, turn: int, call_id: str, source: str = "web") -> Message:
+    """Stores the user's reply to a question an agent asked (ask_user) in that question's turn.
+
+    It is a user message carrying the question's tool call id, which makes it that call's
+    result in the history the model sees. Same locking rule as message_add_user.
+    """
+    message = Message.objects.create(
+        thread=thread, turn=turn, role=Message.Role.USER, content=text, source=source, tool_call_id=call_id
+    )
+    thread.save(update_fields=["updated_at"])
+    return message
+
+
 _COPIED_FIELDS = (
     "turn", "role", "content", "agent_id", "source", "status",
     "tool_calls", "tool_call_id", "tool_name", "is_error", "duration_ms", "created_at", "completed_at",

@@ -10,6 +10,7 @@ fork: runs stay with the original thread) form an attempt with no run.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -23,13 +24,28 @@ class ToolCallView:
     call_id: str
     name: str
     arguments: str
+    # The tool's result message, or for ask_user the user's answer (a user message).
     result: Message | None = None
+    # The run is no longer running: a call without a result was never made (a loop bound).
+    run_ended: bool = False
 
     @property
     def state(self) -> str:
         if self.result is None:
-            return "running"
+            return "skipped" if self.run_ended else "running"
         return "error" if self.result.is_error else "done"
+
+    @property
+    def is_question(self) -> bool:
+        return self.name == "ask_user"
+
+    @property
+    def question(self) -> str:
+        try:
+            value = json.loads(self.arguments or "{}").get("question", "")
+        except (ValueError, AttributeError):
+            return ""
+        return value if isinstance(value, str) else ""
 
 
 @dataclass
@@ -58,8 +74,13 @@ class Attempt:
         return self.run is not None and self.run.status in (Run.Status.QUEUED, Run.Status.RUNNING)
 
     @property
-    def hit_round_cap(self) -> bool:
-        return self.run is not None and self.run.stop_reason == Run.StopReason.ROUND_CAP
+    def is_waiting(self) -> bool:
+        return self.run is not None and self.run.status == Run.Status.WAITING
+
+    @property
+    def hit_loop_bound(self) -> bool:
+        """Stopped by the round cap or a repeated call: the reason is shown under the reply."""
+        return self.run is not None and self.run.stop_reason in (Run.StopReason.ROUND_CAP, Run.StopReason.REPEATED_CALL)
 
     @property
     def can_retry(self) -> bool:
@@ -110,8 +131,9 @@ def turn_get(*, thread: Thread, number: int) -> Turn | None:
 
 
 def _build(thread: Thread, number: int, rows: list[Message], runs: list[Run]) -> Turn:
-    user_message = next((m for m in rows if m.role == Message.Role.USER), None)
-    results = {m.tool_call_id: m for m in rows if m.role == Message.Role.TOOL and m.tool_call_id}
+    user_message = next((m for m in rows if m.role == Message.Role.USER and not m.tool_call_id), None)
+    # Tool results, and the user's answers to ask_user (user messages carrying the call id).
+    results = {m.tool_call_id: m for m in rows if m.tool_call_id and m.role in (Message.Role.TOOL, Message.Role.USER)}
     called = {call.get("id") for m in rows if m.role == Message.Role.ASSISTANT for call in (m.tool_calls or [])}
     attempts = [Attempt(run=None)] + [Attempt(run=run) for run in runs]
     for message in rows:
@@ -119,7 +141,7 @@ def _build(thread: Thread, number: int, rows: list[Message], runs: list[Run]) ->
             continue
         attempt = _attempt_for(message, attempts)
         if message.role == Message.Role.ASSISTANT:
-            _add_reply(attempt, message, results)
+            _add_reply(attempt, message, results, run_ended=attempt.run is None or attempt.run.status in Run.TERMINAL)
         elif message.tool_call_id not in called:
             attempt.stray_results.append(message)
     if not attempts[0].replies and not attempts[0].stray_results:
@@ -129,10 +151,10 @@ def _build(thread: Thread, number: int, rows: list[Message], runs: list[Run]) ->
     return Turn(thread=thread, number=number, user_message=user_message, attempts=attempts)
 
 
-def _add_reply(attempt: Attempt, message: Message, results: dict[str, Message]) -> None:
+def _add_reply(attempt: Attempt, message: Message, results: dict[str, Message], *, run_ended: bool) -> None:
     if message.status == Message.Status.FAILED and not message.content and not message.tool_calls:
         return  # a reply that failed before its first word: the run's error says it all
-    reply = _reply(message, results)
+    reply = _reply(message, results, run_ended)
     previous = attempt.replies[-1].message if attempt.replies else None
     reply.continues = (
         previous is not None
@@ -151,7 +173,7 @@ def _attempt_for(message: Message, attempts: list[Attempt]) -> Attempt:
     return attempts[0]
 
 
-def _reply(message: Message, results: dict[str, Message]) -> Reply:
+def _reply(message: Message, results: dict[str, Message], run_ended: bool) -> Reply:
     calls = []
     for call in message.tool_calls or []:
         function = call.get("function") or {}
@@ -162,6 +184,7 @@ def _reply(message: Message, results: dict[str, Message]) -> Reply:
                 name=function.get("name") or "tool",
                 arguments=function.get("arguments") or "",
                 result=results.get(call_id),
+                run_ended=run_ended,
             )
         )
     return Reply(message=message, tool_calls=calls)

@@ -11,7 +11,7 @@ from django.db import transaction
 from agents.models import Agent, Run
 from agents.services import agent_default
 from chat.models import Message, Source, Thread
-from chat.services import message_add_user
+from chat.services import message_add_answer, message_add_user
 
 from . import tasks
 from .events import publish_run_queued
@@ -43,7 +43,9 @@ def message_submit(
 
     With no thread_id a new thread is started. With no agent_slug the thread's default agent
     answers. The chosen agent becomes the thread's default, so the next message goes to it
-    too. Raises SubmissionRejected (nothing stored) for empty or oversized text, an unknown
+    too. If a run of the thread is waiting on a question it asked (ask_user), the message is
+    the answer instead: it is stored in that run's turn and the same run is queued again to
+    go on (the agent choice does not apply to an answer). Raises SubmissionRejected (nothing stored) for empty or oversized text, an unknown
     source, thread or agent. If no worker is running, the run simply waits in the queue.
     `on_thread(thread)` is called inside the transaction, before any event is published: an
     edge uses it to start listening to a new thread, so it misses none of the run's events.
@@ -54,6 +56,12 @@ def message_submit(
     with transaction.atomic():
         created = thread_id is None
         thread = _thread_for(owner, thread_id)
+        waiting = None if created else Run.objects.filter(thread=thread, status=Run.Status.WAITING).first()
+        if waiting is not None:
+            message = _answer_store(waiting, thread, text, source)
+            if on_thread is not None:
+                on_thread(thread)
+            return Submission(thread=thread, message=message, run=waiting, created_thread=False)
         agent = _agent_for(agent_slug, thread)
         if thread.default_agent_id != agent.pk:
             thread.default_agent = agent
@@ -67,6 +75,16 @@ def message_submit(
         transaction.on_commit(lambda: publish_run_queued(run))
         transaction.on_commit(lambda: tasks.thread_enqueue(thread.pk))
     return Submission(thread=thread, message=message, run=run, created_thread=created)
+
+
+def _answer_store(run: Run, thread: Thread, text: str, source: str) -> Message:
+    # Inside message_submit's transaction, with the thread locked.
+    message = message_add_answer(thread=thread, text=text, turn=run.user_message.turn, call_id=run.waiting_call_id, source=source)
+    Run.objects.filter(pk=run.pk, status=Run.Status.WAITING).update(status=Run.Status.QUEUED, waiting_call_id="", attempts=0)
+    run.refresh_from_db()
+    transaction.on_commit(lambda: publish_run_queued(run))
+    transaction.on_commit(lambda: tasks.thread_enqueue(thread.pk))
+    return message
 
 
 def _clean_text(text) -> str:

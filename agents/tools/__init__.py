@@ -26,7 +26,14 @@ from jsonschema import Draft202012Validator
 log = logging.getLogger(__name__)
 
 # Stable import paths of the tool modules; each defines TOOL.
-TOOL_MODULES = ["agents.tools.calculator"]
+TOOL_MODULES = [
+    "agents.tools.calculator",
+    "agents.tools.list_threads",
+    "agents.tools.search_messages",
+    "agents.tools.read_thread",
+    "agents.tools.ask_user",
+    "agents.tools.activate_skill",
+]
 # What the model sees of a result; the database keeps it whole.
 RESULT_CHARS_FOR_MODEL = 8000
 # Tool calls of one model answer run at most this many at a time.

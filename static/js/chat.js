@@ -14,7 +14,7 @@
   const WATCHDOG_SECONDS = 15;
   const SEND_TIMEOUT_SECONDS = 20;
   const MAX_BACKOFF_MS = 15000;
-  const REFRESH_ON = new Set(["run.started", "message.started", "message.completed", "tool.finished", "run.finished", "run.failed"]);
+  const REFRESH_ON = new Set(["run.started", "message.started", "message.completed", "tool.finished", "run.waiting", "run.finished", "run.failed"]);
 
   const el = {
     turns: () => document.getElementById("turns"),

@@ -1,5 +1,7 @@
 import json
 
+from pathlib import Path
+
 import pytest
 
 from agents.tools import ToolInputError, ToolScope, ToolSet
@@ -81,5 +83,5 @@ def test_the_tool_returns_the_expression_and_result_and_errors_as_data():
     assert (json.loads(ok.content), ok.is_error) == ({"expression": "6 * 7", "result": 42}, False)
     assert refused.is_error and "Only numbers" in json.loads(refused.content)["error"]
     assert bad_json.is_error and "not valid JSON" in json.loads(bad_json.content)["error"]
-    assert wrong_args.is_error and "This tool takes: expression" in json.loads(wrong_args.content)["error"]
+    assert wrong_args.is_error and "this tool takes {expression: string}" in json.loads(wrong_args.content)["error"]
     assert [s["function"]["name"] for s in tools.schemas()] == ["calculator"]

@@ -2,6 +2,7 @@
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
@@ -114,7 +115,7 @@ def test_an_unknown_tool_is_answered_with_an_error_and_nothing_runs():
 
     assert notebook.notes == []
     assert json.loads(messages[3]["content"]) == {
-        "error": "There is no tool named 'delete_everything' here. Tools you can call: note."
+        "error": "There is no tool named 'delete_everything' here; it was not run. Tools you can call: note."
     }
     assert result.stop_reason == "answered"
 

@@ -135,6 +135,18 @@ def test_a_model_that_never_stops_calling_tools_ends_at_the_round_cap(llm_server
     assert run.thread.messages.filter(role="tool").count() == 3
 
 
+def test_the_same_call_asked_for_a_third_time_stops_the_run_without_running_it(llm_server):
+    run = _claimed(agent=AgentFactory(max_tool_rounds=10), user_message__content="repeat forever")
+    published = Published()
+
+    run = run_execute(run=run, publish=published)
+
+    assert (run.status, run.stop_reason, run.rounds) == ("done", "repeated_call", 3)
+    assert run.get_stop_reason_display() == "Stopped: the same tool call was repeated 3 times"
+    assert run.thread.messages.filter(role="tool").count() == 2  # the third was not run
+    assert published[-1][1]["stop_label"] == run.get_stop_reason_display()
+
+
 def test_a_server_error_fails_the_run_with_a_readable_error_and_keeps_the_users_message(settings):
     script = [{"status": 500, "body": {"error": {"message": "model crashed"}}}]
     with ScriptedOpenAIServer(script=script) as server:

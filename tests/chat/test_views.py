@@ -358,7 +358,7 @@ def test_a_run_stopped_by_the_round_cap_says_so(signed_in, owner):
 
     html = _turn(signed_in, thread).content.decode()
 
-    assert "Stopped: round cap reached after 10 rounds." in html
+    assert "Stopped: round cap reached (after 10 rounds)." in html
 
 
 def test_an_earlier_failed_attempt_stays_visible_without_a_retry_button(signed_in, owner):

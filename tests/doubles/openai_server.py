@@ -18,7 +18,8 @@ than it planned fails loudly. Note the openai SDK retries 5xx and dropped connec
 itself (max_retries): each retry pops another item.
 
 Without a script, the LAST message decides (see `_rule_reply`): a tool result is read back,
-"calc:" asks for the calculator, "loop forever" always asks for it, anything else is echoed.
+"calc:" asks for the calculator, "loop forever" always asks for it (new arguments each time),
+"repeat forever" always makes the same call, anything else is echoed.
 
 Run standalone for manual or browser runs: `python -m tests.doubles.openai_server --port 8081`.
 """
@@ -119,7 +120,10 @@ def _text_of(message: dict) -> str:
 def _rule_reply(messages: list[dict]):
     last = messages[-1] if messages else {}
     user_text = next((_text_of(m) for m in reversed(messages) if m.get("role") == "user"), "")
-    if "loop forever" in user_text:
+    if "loop forever" in user_text:  # a new call each round: only the round cap stops it
+        rounds = sum(1 for m in messages if m.get("role") == "tool")
+        return {"tool_calls": [{"name": "calculator", "arguments": {"expression": f"1+{rounds}"}}]}
+    if "repeat forever" in user_text:  # the very same call each round: the repeat bound stops it
         return {"tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}]}
     if last.get("role") == "tool":
         return f"The result is {_text_of(last)}."

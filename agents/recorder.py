@@ -1,0 +1,158 @@
+"""Stores a run's steps as the loop reports them, then publishes each with its ids.
+
+The loop (agents.loop) writes nothing; this listener turns its events into Message rows and
+the Run's terminal state, renews the run's lease as it goes, and hands every event on to
+`publish` (the gateway's event stream) only after it is stored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from chat.models import Message
+
+from .models import Run
+
+Publish = Callable[[str, dict], None]
+# How much of a tool's arguments and result a live event carries; the database has it all.
+EVENT_PREVIEW_CHARS = 2000
+LEASE_RENEW_SECONDS = 15
+
+
+def lease_duration() -> timedelta:
+    # Longer than the longest silence a healthy run can have: the model's own timeout
+    # (waiting for a first token on a slow CPU) plus a margin.
+    return timedelta(seconds=settings.LLM_TIMEOUT_SECONDS + 60)
+
+
+class RunRecorder:
+    """Listens to the loop's events, stores each step, then publishes it with its ids."""
+
+    def __init__(self, run: Run, publish: Publish):
+        self.run = run
+        self.publish = publish
+        self.message: Message | None = None  # the assistant message being streamed
+        self.partial: list[str] = []
+        self.first_token_at = None
+        self.rounds = 0
+        self._lease_renewed = time.monotonic()
+
+    def __call__(self, event: str, data: dict) -> None:
+        self._renew_lease()
+        handler = getattr(self, "on_" + event.replace(".", "_"), None)
+        if handler is not None:
+            data = handler(data)
+        self.publish(event, data)
+
+    def _renew_lease(self) -> None:
+        # At most every LEASE_RENEW_SECONDS, so a fast stream costs a handful of writes.
+        if time.monotonic() - self._lease_renewed < LEASE_RENEW_SECONDS:
+            return
+        self._lease_renewed = time.monotonic()
+        Run.objects.filter(pk=self.run.pk, status=Run.Status.RUNNING).update(
+            lease_expires_at=timezone.now() + lease_duration()
+        )
+
+    def _new_message(self, **fields) -> Message:
+        return Message.objects.create(
+            thread_id=self.run.thread_id,
+            run_id=self.run.pk,
+            turn=self.run.user_message.turn,
+            agent_id=self.run.agent_id,
+            source=self.run.source,
+            **fields,
+        )
+
+    def on_message_started(self, data):
+        self.rounds += 1
+        self.partial = []
+        self.message = self._new_message(role=Message.Role.ASSISTANT, status=Message.Status.STREAMING)
+        return {**data, "message_id": self.message.pk}
+
+    def on_message_streamed(self, data):
+        if self.first_token_at is None:
+            self.first_token_at = timezone.now()
+        self.partial.append(data["delta"])
+        return {**data, "message_id": self.message.pk}
+
+    def on_message_completed(self, data):
+        message = self.message
+        message.content = data["content"]
+        message.tool_calls = data["tool_calls"]
+        message.status = Message.Status.COMPLETE
+        message.completed_at = timezone.now()
+        message.save(update_fields=["content", "tool_calls", "status", "completed_at"])
+        self.message = None
+        return {"message_id": message.pk, "has_tool_calls": bool(data["tool_calls"])}
+
+    def on_tool_called(self, data):
+        return {**data, "arguments": data["arguments"][:EVENT_PREVIEW_CHARS]}
+
+    def on_tool_finished(self, data):
+        message = self._new_message(
+            role=Message.Role.TOOL,
+            content=data["content"],
+            tool_call_id=data["call_id"],
+            tool_name=data["name"][:64],
+            is_error=data["is_error"],
+            duration_ms=data["duration_ms"],
+            completed_at=timezone.now(),
+        )
+        return {**data, "content": data["content"][:EVENT_PREVIEW_CHARS], "message_id": message.pk}
+
+    def _end(self, **fields) -> bool:
+        """Moves the run from running to its next state; False if it already left running."""
+        if fields["status"] != Run.Status.WAITING:
+            fields["finished_at"] = timezone.now()
+        if self.run.first_token_at is None:
+            fields["first_token_at"] = self.first_token_at
+        updated = Run.objects.filter(pk=self.run.pk, status=Run.Status.RUNNING).update(**fields)
+        self.run.refresh_from_db()
+        return updated == 1
+
+    def finish(self, result) -> Run:
+        """Ends the run as done: answered, or stopped by one of the loop's bounds."""
+        if self._end(
+            status=Run.Status.DONE,
+            stop_reason=result.stop_reason,
+            rounds=result.rounds,
+            prompt_tokens=self.run.prompt_tokens + result.prompt_tokens,
+            completion_tokens=self.run.completion_tokens + result.completion_tokens,
+        ):
+            self.publish(
+                "run.finished",
+                {"status": "done", "stop_reason": result.stop_reason, "stop_label": self.run.get_stop_reason_display(), "rounds": result.rounds},
+            )
+        return self.run
+
+    def wait(self, result) -> Run:
+        """Pauses the run on a question for the user; their next message resumes it."""
+        if self._end(
+            status=Run.Status.WAITING,
+            waiting_call_id=result.waiting_call_id,
+            lease_expires_at=None,
+            rounds=result.rounds,
+            prompt_tokens=self.run.prompt_tokens + result.prompt_tokens,
+            completion_tokens=self.run.completion_tokens + result.completion_tokens,
+        ):
+            self.publish("run.waiting", {"status": "waiting", "question": result.question, "call_id": result.waiting_call_id})
+        return self.run
+
+    def fail(self, error: str) -> Run:
+        if self.message is not None:
+            # Keep what the user already saw; mark it so nobody mistakes it for a whole answer.
+            self.message.content = "".join(self.partial)
+            self.message.status = Message.Status.FAILED
+            self.message.completed_at = timezone.now()
+            self.message.save(update_fields=["content", "status", "completed_at"])
+        if self._end(status=Run.Status.FAILED, stop_reason=Run.StopReason.ERROR, error=error, rounds=self.run.rounds + self.rounds):
+            self.publish(
+                "run.failed",
+                {"status": "failed", "error": error, "message_id": self.message.pk if self.message else None},
+            )
+        return self.run
