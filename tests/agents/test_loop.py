@@ -2,13 +2,15 @@
 
 import copy
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from agents.llm import Completion, LLMError, TextDelta, ToolCall
 from agents.loop import loop_run
-from agents.tools import Tool, ToolScope, ToolSet, registry
+from agents.tools import RESULT_CHARS_FOR_MODEL, Tool, ToolScope, ToolSet, registry
 from tests.doubles.openai_server import tokenize
 
 SCOPE = ToolScope(owner_id=1, thread_id=1, agent_id=1, workspace=Path("/nonexistent"))
@@ -149,3 +151,113 @@ def test_a_stream_without_a_final_completion_is_an_error():
 
     with pytest.raises(LLMError, match="without a final chunk"):
         _run(Truncated(), ToolSet([], SCOPE))
+
+
+def _waiting_tool(name, barrier: threading.Barrier | None = None, sleep: float = 0.0, timeout: float = 5.0) -> Tool:
+    def build(scope):
+        def fn():
+            if barrier is not None:
+                barrier.wait()  # raises BrokenBarrierError unless the other call runs at the same time
+            time.sleep(sleep)
+            return f"{name} done"
+
+        return fn
+
+    return Tool(name=name, description=name, parameters={"type": "object", "properties": {}}, read_only=True, build=build, timeout_seconds=timeout)
+
+
+def test_calls_of_one_answer_run_at_the_same_time_and_results_keep_call_order():
+    barrier = threading.Barrier(2, timeout=5)
+    tools = ToolSet([_waiting_tool("slow", barrier, sleep=0.2), _waiting_tool("fast", barrier)], SCOPE)
+    model = ScriptedModel([[("slow", {}), ("fast", {})], "Both."])
+
+    result, messages, events = _run(model, tools)
+
+    # Had they run one after the other, the first would have waited at the barrier alone and failed.
+    assert [m["content"] for m in messages[3:5]] == ["slow done", "fast done"]
+    assert [d["name"] for e, d in events if e == "tool.finished"] == ["slow", "fast"]
+    assert [e for e, _ in events].index("tool.finished") > max(i for i, (e, _) in enumerate(events) if e == "tool.called")
+    assert result.stop_reason == "answered"
+
+
+def test_a_call_that_outlives_its_timeout_is_answered_with_an_error_and_the_loop_goes_on():
+    tools = ToolSet([_waiting_tool("stuck", sleep=2, timeout=0.1)], SCOPE)
+    model = ScriptedModel([[("stuck", {})], "It timed out."])
+
+    result, messages, events = _run(model, tools)
+
+    assert json.loads(messages[3]["content"]) == {"error": "The tool 'stuck' did not finish within 0.1 seconds."}
+    assert next(d for e, d in events if e == "tool.finished")["is_error"] is True
+    assert result.stop_reason == "answered"
+
+
+def test_schema_violations_never_reach_the_tool():
+    notebook = Notebook()
+    model = ScriptedModel([[("note", {"text": 5}), ("note", {})], "Fixed."])
+
+    _, messages, _ = _run(model, ToolSet([notebook.tool], SCOPE))
+
+    assert notebook.notes == []
+    assert "Invalid arguments: text: 5 is not of type 'string'" in json.loads(messages[3]["content"])["error"]
+    assert "'text' is a required property" in json.loads(messages[4]["content"])["error"]
+
+
+def test_a_long_result_is_cut_for_the_model_but_reported_whole():
+    long_tool = Tool(
+        name="dump", description="", parameters={"type": "object", "properties": {}}, read_only=True,
+        build=lambda scope: lambda: "x" * (RESULT_CHARS_FOR_MODEL + 500),
+    )
+    model = ScriptedModel([[("dump", {})], "Long."])
+
+    _, messages, events = _run(model, ToolSet([long_tool], SCOPE))
+
+    sent = messages[3]["content"]
+    assert sent.startswith("x" * RESULT_CHARS_FOR_MODEL) and sent.endswith(f"first {RESULT_CHARS_FOR_MODEL:,} shown]")
+    assert len(next(d for e, d in events if e == "tool.finished")["content"]) == RESULT_CHARS_FOR_MODEL + 500
+
+
+def test_the_same_call_a_third_time_stops_the_loop_before_running_it():
+    notebook = Notebook()
+    model = ScriptedModel([[("note", {"text": "same"})]] * 3 + ["never"])
+
+    result, _, _ = _run(model, ToolSet([notebook.tool], SCOPE), max_rounds=10)
+
+    assert (result.stop_reason, result.rounds) == ("repeated_call", 3)
+    assert notebook.notes == ["same", "same"]
+
+
+def test_calls_made_before_a_pause_count_towards_the_repeat_bound():
+    notebook = Notebook()
+    model = ScriptedModel([[("note", {"text": "same"})], "never"])
+
+    events = []
+    result = loop_run(
+        client=model, model="m", messages=[{"role": "user", "content": "go"}], tools=ToolSet([notebook.tool], SCOPE),
+        max_rounds=10, temperature=0.0, max_tokens=100, emit=lambda e, d: events.append(e),
+        rounds_done=2, calls_done=[("note", '{"text":  "same"}'), ("note", '{"text": "same"}')],
+    )
+
+    assert (result.stop_reason, result.rounds) == ("repeated_call", 3)
+    assert notebook.notes == []
+
+
+def test_ask_user_pauses_the_loop_with_the_question_and_leaves_the_call_open():
+    notebook = Notebook()
+    tools = ToolSet([notebook.tool, registry()["ask_user"]], SCOPE)
+    model = ScriptedModel([[("note", {"text": "draft"}), ("ask_user", {"question": "Which city?"})]])
+
+    result, messages, events = _run(model, tools)
+
+    assert (result.stop_reason, result.question, result.waiting_call_id) == ("waiting", "Which city?", "call_1_1")
+    assert notebook.notes == ["draft"]
+    assert [m.get("tool_call_id") for m in messages if m["role"] == "tool"] == ["call_1_0"]
+    assert [d["call_id"] for e, d in events if e == "tool.finished"] == ["call_1_0"]
+
+
+def test_an_empty_question_is_an_error_result_not_a_pause():
+    model = ScriptedModel([[("ask_user", {"question": "  "})], "Never mind."])
+
+    result, messages, _ = _run(model, ToolSet([registry()["ask_user"]], SCOPE))
+
+    assert result.stop_reason == "answered"
+    assert "The question is empty" in json.loads(messages[3]["content"])["error"]
