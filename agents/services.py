@@ -33,11 +33,25 @@ STARTER_AGENTS = [
     {
         "slug": "assistant",
         "name": "Assistant",
-        "description": "General help. Uses the calculator for arithmetic.",
+        "description": "General help: arithmetic, the time, your past conversations, web pages, and the example skills.",
         "system_prompt": "You are a helpful assistant. Answer clearly and concisely; use markdown where it helps. "
-        "Use the calculator tool for any arithmetic instead of working it out yourself.",
-        "enabled_tools": ["calculator"],
+        "Use the calculator tool for any arithmetic instead of working it out yourself. Use the history "
+        "tools when the user refers to earlier conversations. Ask the user (ask_user) only when you cannot go on.",
+        "enabled_tools": [
+            "calculator", "current_time", "list_threads", "search_messages", "read_thread", "fetch_url", "ask_user",
+        ],
+        "enabled_skills": ["meeting-notes", "web-research"],
         "is_default": True,
+    },
+    {
+        "slug": "scribe",
+        "name": "Scribe",
+        "description": "Keeps notes and documents in its own workspace folder (read, write, edit, search files).",
+        "system_prompt": "You keep the user's notes and documents as files in your workspace. Read a file before "
+        "you change it; prefer small exact edits (edit_file) over rewriting whole files; say which files you changed.",
+        "enabled_tools": ["read_file", "write_file", "edit_file", "grep", "glob", "current_time", "list_threads", "search_messages", "read_thread"],
+        "enabled_skills": ["weekly-review", "meeting-notes"],
+        "temperature": 0.3,
     },
     {
         "slug": "brief",

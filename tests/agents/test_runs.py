@@ -5,6 +5,8 @@ import pytest
 
 from agents.models import Agent, Run
 from agents.services import agent_default, agents_seed, run_claim_next, run_execute
+from agents.skills import skills_discover
+from agents.tools import registry
 from chat.models import Message
 from tests.llm_backend import closed_port_url, use_llm_server
 from tests.doubles.openai_server import ScriptedOpenAIServer, tokenize
@@ -228,6 +230,18 @@ def test_a_run_with_no_agents_at_all_fails_saying_so(llm_server):
 def test_starter_agents_are_seeded_once():
     created = agents_seed()
 
-    assert [a.slug for a in created] == ["assistant", "brief"]
+    assert [a.slug for a in created] == ["assistant", "scribe", "brief"]
     assert agents_seed() == []
     assert agent_default().slug == "assistant"
+
+
+def test_starter_agents_name_only_registered_tools_and_shipped_skills(settings):
+    settings.SKILLS_DIRS = settings.SKILLS_DIRS[:1]  # the project's own, not the developer's
+    created = agents_seed()
+
+    shipped = skills_discover()
+    assert shipped.problems == []
+    for agent in created:
+        assert set(agent.enabled_tools) <= set(registry()), agent.slug
+        assert set(agent.enabled_skills) <= set(shipped.skills), agent.slug
+        assert "shell" not in agent.enabled_tools

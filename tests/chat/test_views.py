@@ -322,6 +322,36 @@ def test_a_tool_call_without_a_result_yet_shows_as_running(signed_in, owner):
     assert 'data-open="1"' in html and 'class="typing"' in html
 
 
+def test_a_chip_shows_how_long_the_call_took_and_a_call_never_made_says_not_run(signed_in, owner):
+    made = {"id": "c1", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}
+    skipped = {"id": "c2", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}
+    thread, run, _ = _thread_with_reply(owner, reply="", tool_calls=[made, skipped])
+    MessageFactory(thread=thread, run=run, role=Message.Role.TOOL, tool_call_id="c1", tool_name="calculator", content="2", duration_ms=37)
+    Run.objects.filter(pk=run.pk).update(stop_reason=Run.StopReason.REPEATED_CALL, rounds=3)
+
+    html = _turn(signed_in, thread).content.decode()
+
+    assert "done · 37 ms" in html
+    assert '<details class="chip chip-skipped" data-key="call-c2">' in html and "not run" in html
+    assert "Stopped: the same tool call was repeated 3 times (after 3 rounds)." in html
+
+
+def test_a_question_from_the_agent_waits_for_the_answer_then_shows_it(signed_in, owner):
+    ask = {"id": "q1", "type": "function", "function": {"name": "ask_user", "arguments": '{"question": "Which <b>city</b>?"}'}}
+    thread, run, _ = _thread_with_reply(owner, reply="", tool_calls=[ask])
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.WAITING, waiting_call_id="q1", stop_reason="")
+
+    waiting = _turn(signed_in, thread).content.decode()
+    MessageFactory(thread=thread, role=Message.Role.USER, turn=1, tool_call_id="q1", content="Rome <i>please</i>")
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.DONE, waiting_call_id="", stop_reason=Run.StopReason.ANSWERED)
+    answered = _turn(signed_in, thread).content.decode()
+
+    assert "Which &lt;b&gt;city&lt;/b&gt;?" in waiting
+    assert "is waiting for your answer" in waiting and 'data-open="0"' in waiting
+    assert "Rome &lt;i&gt;please&lt;/i&gt;" in answered and "Your answer" in answered
+    assert answered.count('class="msg msg-user"') == 1  # the answer is not shown as a new question
+
+
 def test_a_queued_turn_shows_the_typing_indicator(signed_in, owner):
     thread = ThreadFactory(owner=owner)
     run = RunFactory(thread=thread)
