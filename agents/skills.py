@@ -139,7 +139,7 @@ def skill_activation_text(skill: Skill) -> str:
     files = skill.files(limit=MAX_LISTED_FILES + 1)
     lines = [skill_content_marker(skill.name), body, "", f"Skill folder: {skill.path.name}"]
     if files:
-        lines.append("Files in this skill (not loaded):")
+        lines.append("Files in this skill (not loaded; read one with activate_skill and its `file` argument):")
         lines += [f"- {f}" for f in files[:MAX_LISTED_FILES]]
         if len(files) > MAX_LISTED_FILES:
             lines.append(f"- … (only the first {MAX_LISTED_FILES} are listed)")

@@ -250,7 +250,7 @@ def test_the_activation_text_wraps_the_body_and_lists_the_files(dirs):
     assert text.startswith('<skill_content name="trip-planner">\n# Trip planner\n\n1. Ask where to.\n')
     assert text.endswith("</skill_content>")
     assert "Skill folder: trip-planner" in text
-    assert "Files in this skill (not loaded):\n- assets/packing.md" in text
+    assert "Files in this skill (not loaded; read one with activate_skill and its `file` argument):\n- assets/packing.md" in text
     assert "SECRET PACKING LIST" not in text
 
 
@@ -359,3 +359,23 @@ def test_a_failed_or_different_activation_does_not_count(dirs, tmp_path):
 def test_skill_is_hashable_and_comparable(tmp_path):
     a = Skill(name="a", description="A.", path=tmp_path, body="", metadata={"k": "v"}, source=tmp_path)
     assert {a, a} == {a}
+
+
+def test_a_listed_skill_file_is_read_on_request_and_nothing_else(dirs, tmp_path):
+    skill_md = write_skill(dirs[0], "trip-planner", GOOD)
+    (skill_md.parent / "references").mkdir()
+    (skill_md.parent / "references" / "visas.md").write_text("Check visa rules.")
+    (tmp_path / "outside.txt").write_text("SECRET")
+    (skill_md.parent / "references" / "link.md").symlink_to(tmp_path / "outside.txt")
+    scope = ToolScope(owner_id=1, thread_id=1, agent_id=None, workspace=tmp_path, skills=("trip-planner",))
+
+    def read(file):
+        return ToolSet([TOOL], scope).call("activate_skill", json.dumps({"name": "trip-planner", "file": file}))
+
+    ok = read("references/visas.md")
+    traversal = read("../../outside.txt")
+    linked = read("references/link.md")
+
+    assert ok.content == '<skill_file skill="trip-planner" path="references/visas.md">\nCheck visa rules.\n</skill_file>'
+    assert traversal.is_error and "has no file '../../outside.txt'" in traversal.content
+    assert linked.is_error and "SECRET" not in linked.content
