@@ -28,9 +28,17 @@ log = logging.getLogger(__name__)
 # Stable import paths of the tool modules; each defines TOOL.
 TOOL_MODULES = [
     "agents.tools.calculator",
+    "agents.tools.current_time",
     "agents.tools.list_threads",
     "agents.tools.search_messages",
     "agents.tools.read_thread",
+    "agents.tools.read_file",
+    "agents.tools.write_file",
+    "agents.tools.edit_file",
+    "agents.tools.grep",
+    "agents.tools.glob",
+    "agents.tools.shell",
+    "agents.tools.fetch_url",
     "agents.tools.ask_user",
     "agents.tools.activate_skill",
 ]

@@ -25,7 +25,9 @@ DEADLINE_SECONDS = 15.0  # the whole fetch, redirects included (checked between 
 CONNECT_TIMEOUT_SECONDS = 5.0
 READ_TIMEOUT_SECONDS = 10.0  # one read; a read started before the deadline may end this much later
 MAX_BODY_BYTES = 2_000_000  # raw and decoded; the rest of the body is not read
-MAX_TEXT_CHARS = 20_000
+# A page of text per call, under RESULT_CHARS_FOR_MODEL with room for the JSON around it;
+# the model pages on with `offset`.
+MAX_TEXT_CHARS = 6_000
 USER_AGENT = "Hearth/0.1 (fetch_url)"
 TLS_VERIFY = True  # tests put an ssl.SSLContext with their own CA here
 
@@ -36,11 +38,11 @@ _SHARED = ip_network("100.64.0.0/10")  # carrier-grade NAT; Python counts it nei
 _NAT64 = ip_network("64:ff9b::/96")
 
 
-def fetch(url: str) -> dict:
+def fetch(url: str, offset: int = 0) -> dict:
     """GET `url`, following up to MAX_REDIRECTS redirects, each hop re-validated.
 
-    Returns {url (final), status, content_type, text, truncated}; HTML comes back as readable
-    text. Raises ToolInputError for a refused or malformed URL, a non-text response, too many
+    Returns {url (final), status, content_type, text, truncated, total_chars, next_offset}:
+    MAX_TEXT_CHARS of the page's text from `offset`; HTML comes back as readable text. Raises ToolInputError for a refused or malformed URL, a non-text response, too many
     redirects, a timeout or a network failure. Sends no cookies and no credentials.
     """
     deadline = time.monotonic() + DEADLINE_SECONDS
@@ -49,7 +51,7 @@ def fetch(url: str) -> dict:
         addresses = _resolve_public(current)
         answer = _get_pinned(current, addresses, deadline)
         if "location" not in answer:
-            return answer
+            return _page(answer, offset)
         current = _parse(answer["location"])
     raise ToolInputError(f"{url} redirected more than {MAX_REDIRECTS} times; stopped. Try the final address directly.")
 
@@ -144,11 +146,22 @@ def _get_from(url: httpx2.URL, address: str, deadline: float) -> dict:
             mime = _text_mime(url, response)
             body, truncated = _read_capped(response, deadline)
     text = _decode(body, response.charset_encoding, html=mime in ("text/html", "application/xhtml+xml"))
-    if len(text) > MAX_TEXT_CHARS:
-        text, truncated = text[:MAX_TEXT_CHARS], True
-    if truncated:
-        text += f"\n[truncated: only the first {MAX_BODY_BYTES:,} bytes / {MAX_TEXT_CHARS:,} characters are returned]"
     return {"url": str(url), "status": response.status_code, "content_type": mime, "text": text, "truncated": truncated}
+
+
+def _page(answer: dict, offset: int) -> dict:
+    """One MAX_TEXT_CHARS page of the text from `offset`, saying where the next one starts."""
+    text, body_cut = answer["text"], answer["truncated"]
+    if offset and offset >= len(text):
+        raise ToolInputError(f"offset {offset} is past the end of the page's text ({len(text):,} characters).")
+    piece = text[offset : offset + MAX_TEXT_CHARS]
+    next_offset = offset + MAX_TEXT_CHARS if offset + MAX_TEXT_CHARS < len(text) else None
+    if next_offset is not None:
+        piece += f"\n[more: call fetch_url again with offset {next_offset} for the next part]"
+    elif body_cut:
+        piece += f"\n[truncated: only the first {MAX_BODY_BYTES:,} bytes of the page were read]"
+    return {**answer, "text": piece, "truncated": body_cut or next_offset is not None,
+            "total_chars": len(text), "next_offset": next_offset}
 
 
 def _timeouts(deadline: float) -> httpx2.Timeout:
@@ -229,8 +242,8 @@ def html_to_text(html: str) -> str:
 
 
 def _build(scope):
-    def fetch_url(url: str):
-        return fetch(url)
+    def fetch_url(url: str, offset: int = 0):
+        return fetch(url, offset)
 
     return fetch_url
 
@@ -239,12 +252,15 @@ TOOL = Tool(
     name="fetch_url",
     description=(
         "Fetch a public web page or text document (http or https) and return its text: HTML is turned into "
-        f"readable text, JSON and other text as is, at most {MAX_TEXT_CHARS:,} characters. Addresses inside "
+        f"readable text, JSON and other text as is, {MAX_TEXT_CHARS:,} characters per call (page on with offset). Addresses inside "
         "private networks are refused."
     ),
     parameters={
         "type": "object",
-        "properties": {"url": {"type": "string", "maxLength": MAX_URL_CHARS, "description": "Full URL, e.g. https://example.com/page"}},
+        "properties": {
+            "url": {"type": "string", "maxLength": MAX_URL_CHARS, "description": "Full URL, e.g. https://example.com/page"},
+            "offset": {"type": "integer", "minimum": 0, "default": 0, "description": "Where to start in the page's text (from next_offset)."},
+        },
         "required": ["url"],
         "additionalProperties": False,
     },

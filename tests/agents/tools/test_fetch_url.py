@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import (
 from cryptography.x509.oid import NameOID
 from django.test import override_settings
 
-from agents.tools import ToolScope, ToolSet
+from agents.tools import RESULT_CHARS_FOR_MODEL, ToolScope, ToolSet
 from agents.tools import fetch_url as module
 from agents.tools.fetch_url import TOOL
 
@@ -95,8 +95,8 @@ def private(serve):
 def fetch(tmp_path):
     scope = ToolScope(owner_id=1, thread_id=1, agent_id=1, workspace=tmp_path)
 
-    def call(url):
-        return ToolSet([TOOL], scope).call("fetch_url", json.dumps({"url": url}))
+    def call(url, **extra):
+        return ToolSet([TOOL], scope).call("fetch_url", json.dumps({"url": url, **extra}))
 
     return call
 
@@ -148,13 +148,29 @@ def test_it_stops_reading_at_the_body_cap(allowed, fetch, monkeypatch):
     assert "[truncated" in answer["text"]
 
 
-def test_it_caps_the_text_it_returns(allowed, fetch):
-    allowed.routes["/long"] = (200, {"Content-Type": "text/plain"}, b"b" * 30_000)
+def test_it_returns_the_text_a_page_at_a_time(allowed, fetch):
+    text = "".join(chr(ord("a") + n % 26) for n in range(module.MAX_TEXT_CHARS * 2 + 10))
+    allowed.routes["/long"] = (200, {"Content-Type": "text/plain"}, text.encode())
 
-    answer = json.loads(fetch(base(allowed) + "/long").content)
+    first = json.loads(fetch(base(allowed) + "/long").content)
+    last = json.loads(fetch(base(allowed) + "/long", offset=2 * module.MAX_TEXT_CHARS).content)
 
-    assert answer["truncated"] is True
-    assert answer["text"].split("\n")[0] == "b" * module.MAX_TEXT_CHARS
+    assert (first["truncated"], first["total_chars"], first["next_offset"]) == (True, len(text), module.MAX_TEXT_CHARS)
+    assert first["text"].split("\n")[0] == text[: module.MAX_TEXT_CHARS]
+    assert f"offset {module.MAX_TEXT_CHARS}" in first["text"]
+    assert (last["text"], last["truncated"], last["next_offset"]) == (text[-10:], False, None)
+
+
+def test_an_offset_past_the_end_is_an_error(allowed, fetch):
+    allowed.routes["/short"] = (200, {"Content-Type": "text/plain"}, b"tiny")
+
+    result = fetch(base(allowed) + "/short", offset=100)
+
+    assert result.is_error and "past the end" in result.content
+
+
+def test_a_page_fits_in_what_the_model_is_sent():
+    assert module.MAX_TEXT_CHARS + 1000 < RESULT_CHARS_FOR_MODEL
 
 
 def test_it_reports_an_error_status_with_the_page(allowed, fetch):
