@@ -8,6 +8,7 @@ exact requests the model server received.
 import json
 
 import pytest
+from django.urls import reverse
 
 from agents.models import Run
 from agents.services import run_claim_next, run_execute
@@ -186,3 +187,22 @@ def test_a_run_with_a_typed_ahead_message_waits_for_the_answer_before_the_next_t
 
     assert run_claim_next(thread_id=first.thread.pk) is None
     assert Run.objects.get(pk=typed_ahead.run.pk).status == "queued"
+
+
+def test_a_toggle_in_the_admin_changes_what_the_next_run_offers_the_model(scripted, client, owner):
+    server = scripted("First.", "Second.")
+    agent = AgentFactory(slug="helper", enabled_tools=["calculator"])
+    client.force_login(owner)
+    _execute(RunFactory(agent=agent, user_message__content="one"))
+
+    form = {
+        "name": agent.name, "slug": agent.slug, "description": "", "model": "", "system_prompt": "Help.",
+        "temperature": "0.7", "max_tool_rounds": "10", "enabled_tools": ["current_time", "fetch_url"], "enabled_skills": [],
+    }  # fmt: skip
+    response = client.post(reverse("admin:agents_agent_change", args=[agent.pk]), form)
+    _execute(RunFactory(agent=agent, user_message__content="two"))
+
+    assert response.status_code == 302
+    assert _offered(server.requests[0]) == ["calculator"]
+    assert _offered(server.requests[1]) == ["current_time", "fetch_url"]
+    assert server.requests[1]["messages"][0]["content"] == "Help."

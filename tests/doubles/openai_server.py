@@ -18,7 +18,8 @@ than it planned fails loudly. Note the openai SDK retries 5xx and dropped connec
 itself (max_retries): each retry pops another item.
 
 Without a script, the LAST message decides (see `_rule_reply`): a tool result is read back,
-"calc:" asks for the calculator, "loop forever" always asks for it (new arguments each time),
+"calc:" asks for the calculator if it is offered, "ask:" asks the user (ask_user) the rest of
+the text, "loop forever" always asks for the calculator (new arguments each time),
 "repeat forever" always makes the same call, anything else is echoed.
 
 Run standalone for manual or browser runs: `python -m tests.doubles.openai_server --port 8081`.
@@ -100,7 +101,7 @@ class ScriptedOpenAIServer:
             self.requests.append(body)
             number = len(self.requests)
             if self.script is None:
-                return number, _rule_reply(body.get("messages") or [])
+                return number, _rule_reply(body.get("messages") or [], _offered(body))
             if not self.script:
                 return number, {"status": 500, "body": {"error": {"message": "ScriptedOpenAIServer: script exhausted", "type": "server_error"}}}
             return number, self.script.pop(0)
@@ -117,7 +118,11 @@ def _text_of(message: dict) -> str:
     return content or ""
 
 
-def _rule_reply(messages: list[dict]):
+def _offered(body: dict) -> set[str]:
+    return {(t.get("function") or {}).get("name") for t in body.get("tools") or [] if isinstance(t, dict)}
+
+
+def _rule_reply(messages: list[dict], offered: set[str]):
     last = messages[-1] if messages else {}
     user_text = next((_text_of(m) for m in reversed(messages) if m.get("role") == "user"), "")
     if "loop forever" in user_text:  # a new call each round: only the round cap stops it
@@ -128,8 +133,13 @@ def _rule_reply(messages: list[dict]):
     if last.get("role") == "tool":
         return f"The result is {_text_of(last)}."
     if last.get("role") == "user" and "calc:" in user_text:
+        if "calculator" not in offered:  # like a real model: it can only call what it is offered
+            return f"I have no calculator tool. Echo: {user_text}"
         expression = user_text.split("calc:", 1)[1].strip()
         return {"tool_calls": [{"name": "calculator", "arguments": {"expression": expression}}]}
+    if last.get("role") == "user" and "ask:" in user_text and "ask_user" in offered:
+        question = user_text.split("ask:", 1)[1].strip()
+        return {"tool_calls": [{"name": "ask_user", "arguments": {"question": question}}]}
     return f"Echo: {user_text}"
 
 

@@ -18,9 +18,12 @@ def _client(server, **kwargs) -> OpenAICompatibleClient:
     return OpenAICompatibleClient(base_url=server.url, api_key="test-key", timeout=10, max_retries=0, **kwargs)
 
 
-def _stream(server, text="hi", messages=None):
+CALCULATOR = [{"type": "function", "function": {"name": "calculator", "parameters": {"type": "object"}}}]
+
+
+def _stream(server, text="hi", messages=None, tools=CALCULATOR):
     messages = messages or [{"role": "user", "content": text}]
-    return list(_client(server).stream(model="m", messages=messages, tools=[], temperature=0.0, max_tokens=50))
+    return list(_client(server).stream(model="m", messages=messages, tools=tools, temperature=0.0, max_tokens=50))
 
 
 def _post(server, body: dict) -> tuple[int, bytes]:
@@ -71,7 +74,7 @@ def test_it_streams_a_scripted_text_as_word_tokens():
 
 
 def test_it_records_the_exact_request_body(server):
-    _stream(server, "hi")
+    _stream(server, "hi", tools=[])
 
     assert server.requests == [
         {
@@ -110,7 +113,7 @@ def test_without_include_usage_there_is_no_usage_chunk(server):
 
 
 def test_without_stream_it_answers_one_chat_completion(server):
-    status, raw = _post(server, {"model": "m", "messages": [{"role": "user", "content": "calc: 6*7"}]})
+    status, raw = _post(server, {"model": "m", "messages": [{"role": "user", "content": "calc: 6*7"}], "tools": CALCULATOR})
 
     body = json.loads(raw)
     assert status == 200
@@ -147,6 +150,7 @@ def test_rules_echo_calculate_read_back_and_loop(server):
         {"role": "tool", "tool_call_id": calc.tool_calls[0].id, "content": "12"},
     ]
     assert _stream(server, messages=after_tool)[-1].content == "The result is 12."
+    assert _stream(server, "calc: 1+1", tools=[])[-1].content == "I have no calculator tool. Echo: calc: 1+1"
     looping = [{"role": "user", "content": "loop forever"}, *after_tool[1:]]
     (again,) = _stream(server, messages=looping)
     assert [json.loads(c.arguments) for c in again.tool_calls] == [{"expression": "1+1"}]
