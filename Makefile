@@ -63,4 +63,8 @@ constraints: $(BIN)/python
 	$(PIP) install -e '.[test,llm]'
 	{ echo "# Every package the project installs, pinned, transitive ones included (pip install -c)."; \
 	  echo "# Regenerate after changing pyproject.toml: make constraints"; \
-	  $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt
+	  $(BIN)/python -m pip freeze --exclude-editable | \
+	    sed -E 's#^([A-Za-z0-9._-]+) @ file://.*/[^/]+-([0-9][^-]*)-[^/]*\.whl.*#\1==\2#'; } > constraints.txt
+	@# A wheel installed from a local file is frozen as "name @ file:///path", which no other
+	@# machine has; the sed above records it as name==version instead. Refuse any that remain.
+	@! grep -n ' @ ' constraints.txt || { echo "constraints.txt names a local path; fix it by hand"; exit 1; }
