@@ -21,11 +21,12 @@ def history_for_run(run, agent, skills=()) -> list[dict]:
     (a fork cut between them, or a failed round) are dropped, as are results with no call,
     because providers reject a history where the two do not pair up. Answers that broke off
     (status failed) are left out too: a retry must answer the question afresh, and servers
-    such as llama.cpp continue a trailing assistant message as if it were a prefix.
+    such as llama.cpp continue a trailing assistant message as if it were a prefix. Rows still
+    being written (streaming) are not history yet.
     """
     rows = (
         run.thread.messages.filter(turn__lte=run.user_message.turn)
-        .exclude(status=Message.Status.FAILED)
+        .exclude(status__in=(Message.Status.FAILED, Message.Status.STREAMING))
         .order_by("turn", "id")
     )
     system = agent.system_prompt or DEFAULT_SYSTEM_PROMPT

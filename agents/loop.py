@@ -73,7 +73,8 @@ def loop_run(
             result.stop_reason = "repeated_call"
             return result
         for call in completion.tool_calls:
-            emit("tool.called", {"call_id": call.id, "name": call.name, "arguments": call.arguments})
+            if not tools.pauses(call.name):  # a question is announced by run.waiting instead
+                emit("tool.called", {"call_id": call.id, "name": call.name, "arguments": call.arguments})
         outcomes = tools.call_many([ToolCallRequest(c.id, c.name, c.arguments) for c in completion.tool_calls])
         for call, outcome in zip(completion.tool_calls, outcomes, strict=True):
             if tools.pauses(call.name) and not outcome.is_error and not result.waiting_call_id:

@@ -7,6 +7,7 @@ the Run's terminal state, renews the run's lease as it goes, and hands every eve
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -26,8 +27,31 @@ LEASE_RENEW_SECONDS = 15
 
 def lease_duration() -> timedelta:
     # Longer than the longest silence a healthy run can have: the model's own timeout
-    # (waiting for a first token on a slow CPU) plus a margin.
-    return timedelta(seconds=settings.LLM_TIMEOUT_SECONDS + 60)
+    # (waiting for a first token on a slow CPU) plus a margin; GATEWAY_LEASE_SECONDS overrides.
+    seconds = settings.GATEWAY_LEASE_SECONDS or settings.LLM_TIMEOUT_SECONDS + 60
+    return timedelta(seconds=seconds)
+
+
+def _renew_every_seconds() -> float:
+    return min(LEASE_RENEW_SECONDS, lease_duration().total_seconds() / 3)
+
+
+INTERRUPTED_RESULT = json.dumps({
+    "error": "This call was interrupted (the worker stopped while it ran), so it may or may not have "
+    "taken effect. Check before calling it again."
+})
+
+
+def tool_calls_interrupt(*, run: Run) -> int:
+    """Answers the run's tool calls that were under way (pending rows) as interrupted.
+
+    Used when their worker died or the run failed around them: the model is told the call
+    may or may not have happened, and it is never run again under the same call id.
+    Returns how many calls it answered.
+    """
+    return run.messages.filter(role=Message.Role.TOOL, status=Message.Status.STREAMING).update(
+        status=Message.Status.COMPLETE, is_error=True, content=INTERRUPTED_RESULT, completed_at=timezone.now()
+    )
 
 
 class RunRecorder:
@@ -40,6 +64,7 @@ class RunRecorder:
         self.partial: list[str] = []
         self.first_token_at = None
         self.rounds = 0
+        self.pending: dict[str, Message] = {}  # tool result rows of calls under way, by call id
         self._lease_renewed = time.monotonic()
 
     def __call__(self, event: str, data: dict) -> None:
@@ -50,13 +75,18 @@ class RunRecorder:
         self.publish(event, data)
 
     def _renew_lease(self) -> None:
-        # At most every LEASE_RENEW_SECONDS, so a fast stream costs a handful of writes.
-        if time.monotonic() - self._lease_renewed < LEASE_RENEW_SECONDS:
+        # At most every LEASE_RENEW_SECONDS (a third of a short lease), so a fast stream costs
+        # a handful of writes, not one per token.
+        if time.monotonic() - self._lease_renewed < _renew_every_seconds():
             return
         self._lease_renewed = time.monotonic()
         Run.objects.filter(pk=self.run.pk, status=Run.Status.RUNNING).update(
             lease_expires_at=timezone.now() + lease_duration()
         )
+        if self.message is not None and self.partial:
+            # Checkpoint the text streamed so far: if this worker dies, what the user already
+            # saw survives (marked failed by recovery) instead of vanishing on reload.
+            Message.objects.filter(pk=self.message.pk).update(content="".join(self.partial))
 
     def _new_message(self, **fields) -> Message:
         return Message.objects.create(
@@ -91,18 +121,27 @@ class RunRecorder:
         return {"message_id": message.pk, "has_tool_calls": bool(data["tool_calls"])}
 
     def on_tool_called(self, data):
+        # The result row exists (pending) before the tool runs: if the worker dies meanwhile,
+        # recovery finds it and answers it as interrupted instead of running the call again,
+        # so a tool that changes things runs at most once per call (the call id is the key).
+        self.pending[data["call_id"]] = self._new_message(
+            role=Message.Role.TOOL,
+            status=Message.Status.STREAMING,
+            tool_call_id=data["call_id"],
+            tool_name=data["name"][:64],
+        )
         return {**data, "arguments": data["arguments"][:EVENT_PREVIEW_CHARS]}
 
     def on_tool_finished(self, data):
-        message = self._new_message(
-            role=Message.Role.TOOL,
-            content=data["content"],
-            tool_call_id=data["call_id"],
-            tool_name=data["name"][:64],
-            is_error=data["is_error"],
-            duration_ms=data["duration_ms"],
-            completed_at=timezone.now(),
+        message = self.pending.pop(data["call_id"], None) or self._new_message(
+            role=Message.Role.TOOL, tool_call_id=data["call_id"], tool_name=data["name"][:64]
         )
+        message.content = data["content"]
+        message.is_error = data["is_error"]
+        message.duration_ms = data["duration_ms"]
+        message.status = Message.Status.COMPLETE
+        message.completed_at = timezone.now()
+        message.save(update_fields=["content", "is_error", "duration_ms", "status", "completed_at"])
         return {**data, "content": data["content"][:EVENT_PREVIEW_CHARS], "message_id": message.pk}
 
     def _end(self, **fields) -> bool:
@@ -150,6 +189,7 @@ class RunRecorder:
             self.message.status = Message.Status.FAILED
             self.message.completed_at = timezone.now()
             self.message.save(update_fields=["content", "status", "completed_at"])
+        tool_calls_interrupt(run=self.run)
         if self._end(status=Run.Status.FAILED, stop_reason=Run.StopReason.ERROR, error=error, rounds=self.run.rounds + self.rounds):
             self.publish(
                 "run.failed",

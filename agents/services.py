@@ -17,7 +17,7 @@ from . import llm
 from .history import history_for_run
 from .loop import loop_run
 from .models import Agent, Run
-from .recorder import Publish, RunRecorder, lease_duration
+from .recorder import Publish, RunRecorder, lease_duration, tool_calls_interrupt
 from .skills import Skill, skills_for_agent
 from .tools import ToolScope, ToolSet
 
@@ -95,26 +95,41 @@ def run_claim_next(*, thread_id: int) -> Run | None:
     return run
 
 
-WORKER_LOST_ERROR = "The worker stopped while answering (it was restarted or crashed). Retry to ask again."
+WORKER_LOST_ERROR = (
+    "The worker stopped while answering (it was restarted or crashed) {attempts} times, so this "
+    "answer was given up. Retry to ask again."
+)
 
 
-def runs_expire() -> list[Run]:
-    """Fails running runs whose lease has expired, and returns them.
+def runs_recover() -> tuple[list[Run], list[Run]]:
+    """Takes back running runs whose lease has expired (their worker died); returns
+    (re-queued, failed).
 
-    Each is moved with a conditional update, so a run that its worker finished meanwhile
-    is left alone. A partial assistant message of such a run is marked failed.
+    A run started fewer than GATEWAY_MAX_ATTEMPTS times is queued again and goes on from its
+    stored history: its half-streamed message is kept and marked failed, and tool calls that
+    were under way are answered as interrupted (never run twice). A run out of attempts
+    fails with a message saying so. Each run is moved with a conditional update, so a run
+    its worker finished meanwhile is left alone.
     """
     now = timezone.now()
-    expired = []
+    requeued, failed = [], []
     for run in Run.objects.filter(status=Run.Status.RUNNING, lease_expires_at__lt=now):
-        updated = Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, lease_expires_at__lt=now).update(
-            status=Run.Status.FAILED, stop_reason=Run.StopReason.ERROR, error=WORKER_LOST_ERROR, finished_at=now
-        )
-        if updated:
-            run.messages.filter(status=Message.Status.STREAMING).update(status=Message.Status.FAILED, completed_at=now)
-            run.refresh_from_db()
-            expired.append(run)
-    return expired
+        give_up = run.attempts >= settings.GATEWAY_MAX_ATTEMPTS
+        with transaction.atomic():
+            if give_up:
+                fields = {"status": Run.Status.FAILED, "stop_reason": Run.StopReason.ERROR,
+                          "error": WORKER_LOST_ERROR.format(attempts=run.attempts), "finished_at": now}
+            else:
+                fields = {"status": Run.Status.QUEUED, "lease_expires_at": None}
+            if not Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, lease_expires_at__lt=now).update(**fields):
+                continue
+            run.messages.filter(role=Message.Role.ASSISTANT, status=Message.Status.STREAMING).update(
+                status=Message.Status.FAILED, completed_at=now
+            )
+            tool_calls_interrupt(run=run)
+        run.refresh_from_db()
+        (failed if give_up else requeued).append(run)
+    return requeued, failed
 
 
 def run_has_queued(*, thread_id: int) -> bool:
@@ -156,7 +171,7 @@ def run_execute(*, run: Run, publish: Publish, client: llm.LLMClient | None = No
                 skills=tuple(s.name for s in skills),
             ),
         )
-        if run.rounds == 0:
+        if not run.messages.exists():  # not on a resumed or recovered run: it was done then
             _skill_invoke(run, skills, tools, recorder)
         result = loop_run(
             client=client,

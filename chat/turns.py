@@ -33,6 +33,8 @@ class ToolCallView:
     def state(self) -> str:
         if self.result is None:
             return "skipped" if self.run_ended else "running"
+        if self.result.status == Message.Status.STREAMING:  # stored before the tool runs
+            return "running"
         return "error" if self.result.is_error else "done"
 
     @property

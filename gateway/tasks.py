@@ -10,9 +10,9 @@ import functools
 from django_q.brokers import Broker, get_broker
 from django_q.tasks import async_task
 
-from agents.services import run_claim_next, run_execute, run_has_queued, runs_expire
+from agents.services import run_claim_next, run_execute, run_has_queued, runs_recover
 
-from .events import RunPublisher, publish_run_expired
+from .events import RunPublisher, publish_run_expired, publish_run_queued
 
 
 def thread_enqueue(thread_id: int) -> None:
@@ -48,13 +48,17 @@ def thread_process(thread_id: int) -> None:
 
 
 def runs_sweep() -> int:
-    """Ends runs whose worker died (expired lease) as failed, visibly, and unblocks their threads.
+    """Takes back runs whose worker died (expired lease): re-queues them (up to
+    GATEWAY_MAX_ATTEMPTS starts) or fails them visibly, and wakes their threads.
 
-    Scheduled every minute (gateway/migrations/0001). Returns how many runs it ended.
+    Scheduled every minute (gateway/migrations/0001). Returns how many runs it took back.
     """
-    expired = runs_expire()
-    for run in expired:
+    requeued, failed = runs_recover()
+    for run in requeued:
+        publish_run_queued(run)
+    for run in failed:
         publish_run_expired(run)
-        if run_has_queued(thread_id=run.thread_id):
-            thread_enqueue(run.thread_id)
-    return len(expired)
+    for thread_id in {run.thread_id for run in requeued + failed}:
+        if run_has_queued(thread_id=thread_id):
+            thread_enqueue(thread_id)
+    return len(requeued) + len(failed)
