@@ -137,6 +137,11 @@ CHANNEL_LAYERS = {
 # --- Background work (django-q2) ---------------------------------------------------------------
 GATEWAY_WORKERS = int(os.environ.get("GATEWAY_WORKERS", "4"))
 GATEWAY_RUN_TIMEOUT_SECONDS = int(os.environ.get("GATEWAY_RUN_TIMEOUT_SECONDS", "600"))
+# A run whose worker died is re-queued by the sweeper until it has been started this many times.
+GATEWAY_MAX_ATTEMPTS = int(os.environ.get("GATEWAY_MAX_ATTEMPTS", "3"))
+# How long a running run belongs to its worker without a sign of life; 0 = the model timeout
+# plus a minute (a healthy run can be silent that long while the model thinks).
+GATEWAY_LEASE_SECONDS = int(os.environ.get("GATEWAY_LEASE_SECONDS", "0"))
 GATEWAY_MAX_MESSAGE_CHARS = int(os.environ.get("GATEWAY_MAX_MESSAGE_CHARS", "50000"))
 # Deltas are merged into one frame per this interval; the first token goes out at once.
 GATEWAY_STREAM_FLUSH_SECONDS = float(os.environ.get("GATEWAY_STREAM_FLUSH_SECONDS", "0.04"))
