@@ -10,6 +10,9 @@ Server → client frames: run events (see docs/ARCHITECTURE.md), and
   {"type": "subscribed", "thread": 12}
   {"type": "message.accepted", "ref", "thread", "message_id", "run", "turn", "created_thread", "url"}
   {"type": "error", "error": "...", "ref": ...}
+
+Close codes: 4401 not logged in; 4403 signed out because the login was rotated
+(`manage.py login_url --rotate`). The page stops reconnecting on either.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import logging
 
 from asgiref.sync import async_to_sync
 from channels.generic.websocket import JsonWebsocketConsumer
+from django.contrib.auth import HASH_SESSION_KEY
 from django.urls import reverse
 
 from gateway.events import thread_group
 from gateway.services import SubmissionRejected, message_submit
 
+from .login import owner_sessions_group, session_is_current
 from .models import Source, Thread
 from .selectors import thread_get
 
@@ -34,22 +39,42 @@ log = logging.getLogger(__name__)
 MAX_FRAME_BYTES = 256 * 1024
 MAX_SUBSCRIPTIONS = 50
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_SIGNED_OUT = 4403
+SIGNED_OUT_ERROR = "Signed out: the login link was rotated."
 
 
 class ChatConsumer(JsonWebsocketConsumer):
     def connect(self):
         self.user = self.scope.get("user")
+        self.groups_joined: set[str] = set()
         if self.user is None or not self.user.is_authenticated:
+            # Accepted, then closed: a socket refused during the handshake reaches the browser
+            # as code 1006, and the page could not tell "signed out" from "server down".
+            self.accept()
             self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        self.groups_joined: set[str] = set()
+        self.session_hash = self.scope["session"].get(HASH_SESSION_KEY)
+        # Not in groups_joined: thread subscriptions are capped and evicted, this one is not.
+        # A rotation between the middleware's check and this join is caught on the next frame.
+        self.sessions_group = owner_sessions_group(self.user.pk)
+        async_to_sync(self.channel_layer.group_add)(self.sessions_group, self.channel_name)
         self.accept()
 
     def disconnect(self, code):
-        for group in getattr(self, "groups_joined", ()):
-            async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
+        for group in [*getattr(self, "groups_joined", ()), getattr(self, "sessions_group", None)]:
+            if group:
+                async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
+
+    def session_ended(self, message):
+        """The owner's login was rotated: every session, this one included, has ended."""
+        self._sign_out()
 
     def receive(self, text_data=None, bytes_data=None):
+        if not self.user.is_authenticated:
+            return  # refused at connect; a frame that raced the close is dropped
+        # The group message can be lost (channels_redis drops to full channels): re-check.
+        if not session_is_current(user_id=self.user.pk, session_hash=self.session_hash):
+            return self._sign_out()
         # Bad frames get an error frame; the socket stays open for the next good one.
         if text_data is None:
             return self._error("Send JSON text frames.")
@@ -120,6 +145,10 @@ class ChatConsumer(JsonWebsocketConsumer):
             self.groups_joined.discard(oldest)
         async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
         self.groups_joined.add(group)
+
+    def _sign_out(self):
+        self._error(SIGNED_OUT_ERROR)
+        self.close(code=CLOSE_SIGNED_OUT)
 
     def _error(self, error: str, ref=None):
         self.send_json({"type": "error", "error": error, "ref": ref if isinstance(ref, (str, int)) else None})

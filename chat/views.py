@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_safe, require_POST
+from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect
 
 from agents.models import Agent
@@ -23,7 +23,7 @@ from gateway import services as gateway
 from gateway.services import SubmissionRejected
 
 from . import selectors, services
-from .login import login_token_redeem
+from .login import LoginLimited, login_token_attempt
 from .models import Message, Thread
 from .turns import turn_get, turn_list
 
@@ -123,16 +123,25 @@ def run_retry(request: HttpRequest, run_id: int) -> HttpResponse:
 @never_cache
 @require_safe
 def login_with_token(request: HttpRequest) -> HttpResponse:
-    user = login_token_redeem(request.GET.get("token"))
-    if user is None:
-        response = render(request, "auth/login_failed.html", status=403)
+    # REMOTE_ADDR only: daphne binds 127.0.0.1 and X-Forwarded-For is not trusted (see settings).
+    try:
+        user = login_token_attempt(request.GET.get("token"), client_ip=request.META.get("REMOTE_ADDR", ""))
+    except LoginLimited as exc:
+        response = render(request, "auth/login_limited.html", {"wait_minutes": exc.wait_minutes}, status=429)
+        response.headers["Retry-After"] = str(exc.wait_seconds)
     else:
-        login(request, user)
-        # Redirect at once so the used token leaves the address bar and the history.
-        response = redirect("chat:home")
+        response = _login_response(request, user)
     # The URL held a secret: never send it on as a Referer, not even to our own pages.
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
+
+
+def _login_response(request: HttpRequest, user) -> HttpResponse:
+    if user is None:
+        return render(request, "auth/login_failed.html", status=403)
+    login(request, user)
+    # Redirect at once so the used token leaves the address bar and the history.
+    return redirect("chat:home")
 
 
 @require_safe

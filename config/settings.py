@@ -193,6 +193,12 @@ FETCH_URL_ALLOWED_NETWORKS = [n.strip() for n in os.environ.get("FETCH_URL_ALLOW
 # --- Auth: one user, logged in by a one-time URL ------------------------------------------------
 LOGIN_URL = "chat:login-help"
 LOGIN_TOKEN_TTL_SECONDS = int(os.environ.get("LOGIN_TOKEN_TTL_SECONDS", "3600"))
+# After this many refused login links from one address within the window, that address gets
+# 429 without its token even being looked at. The address is REMOTE_ADDR only: X-Forwarded-For
+# is not trusted, so behind a reverse proxy every visitor shares the proxy's address (and the
+# limit) unless the proxy-facing server rewrites REMOTE_ADDR itself (daphne --proxy-headers).
+LOGIN_MAX_FAILURES = int(os.environ.get("LOGIN_MAX_FAILURES", "10"))
+LOGIN_FAILURE_WINDOW_SECONDS = int(os.environ.get("LOGIN_FAILURE_WINDOW_SECONDS", "600"))
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
@@ -201,6 +207,35 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 AUTH_PASSWORD_VALIDATORS = []
+
+# The failed-login counters are the only thing cached. Per-process memory is enough: logins are
+# only ever checked by the one daphne process, and a restart forgetting the counters gives a
+# guesser ten more tries at a 256-bit token. A database cache would survive restarts but needs
+# `createcachetable` on every install; Redis would mix test and app keys (one shared server).
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "hearth"}}
+
+# --- Serving over HTTPS (production) ---------------------------------------------------------------
+# The embedded default is plain http on 127.0.0.1, where secure-only cookies and an https
+# redirect would make logging in impossible. HEARTH_HTTPS=1 says Hearth is reached over TLS on
+# a public name (set ALLOWED_HOSTS and PUBLIC_URL to it): cookies become secure-only, http is
+# redirected and HSTS is sent. That, with DJANGO_DEBUG off, is the production configuration
+# `manage.py check --deploy --fail-level WARNING` passes with.
+HEARTH_HTTPS = _env_bool("HEARTH_HTTPS", False)
+# daphne listens on 127.0.0.1 only, so TLS usually ends at a reverse proxy on this machine:
+# HEARTH_BEHIND_PROXY=1 trusts its X-Forwarded-Proto (the proxy must set it on every request,
+# overwriting what the client sent). Without it, an https redirect behind a proxy would loop.
+HEARTH_BEHIND_PROXY = _env_bool("HEARTH_BEHIND_PROXY", False)
+if HEARTH_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("HEARTH_HSTS_SECONDS", str(365 * 24 * 60 * 60)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+if HEARTH_BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HSTS preload is not sent: once a domain is on the browsers' preload list, every subdomain of
+# it is https-only for months, a decision for whoever owns the domain, not for this app.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")

@@ -279,9 +279,10 @@
         showError("The connection dropped before the server confirmed your message. It is still here; check the chat, then send it again if it is missing.");
         resyncThread();
       }
-      if (e.code === 4401) {
+      // 4401: not logged in; 4403: signed out by `login_url --rotate`. Retrying cannot help.
+      if (e.code === 4401 || e.code === 4403) {
         setConn("Signed out", "error");
-        showError("You are signed out. Get a new login link with `make login` on the server.");
+        showError("Signed out — get a new link with `make login` on the server.");
         return;
       }
       // Exponential backoff with jitter, so a restarted server is not hit by every tab at once.

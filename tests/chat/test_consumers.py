@@ -10,7 +10,13 @@ from django.conf import settings
 from django.test import Client
 
 from agents.models import Run
-from chat.consumers import CLOSE_UNAUTHENTICATED, MAX_FRAME_BYTES
+from chat.consumers import (
+    CLOSE_SIGNED_OUT,
+    CLOSE_UNAUTHENTICATED,
+    MAX_FRAME_BYTES,
+    SIGNED_OUT_ERROR,
+)
+from chat.login import OWNER_USERNAME, login_rotate
 from chat.models import Message
 from config.asgi import application
 from gateway.events import thread_group
@@ -25,6 +31,12 @@ REFUSED_APP_WAIT_SECONDS = 0.1
 # The consumer is sync: each frame is handled in a worker thread with its own queries, which
 # on a loaded machine can take longer than the communicator's 1 s default.
 FRAME_SECONDS = 5
+
+
+@pytest.fixture
+def owner(db):
+    # The installation's one owner, the user login_rotate() signs out.
+    return UserFactory(username=OWNER_USERNAME)
 
 
 @pytest.fixture
@@ -43,13 +55,19 @@ async def socket(session_cookie, task_queue):
     await communicator.disconnect()
 
 
-async def test_a_visitor_who_is_not_logged_in_is_refused():
+async def _closed_with(communicator) -> int:
+    # Accepted, then closed with a code the page can act on (a refused handshake is a bare 1006).
+    connected, _ = await communicator.connect(timeout=FRAME_SECONDS)
+    closed = await communicator.receive_output(timeout=FRAME_SECONDS)
+    await communicator.disconnect(timeout=REFUSED_APP_WAIT_SECONDS)
+    assert connected and closed["type"] == "websocket.close"
+    return closed["code"]
+
+
+async def test_a_visitor_who_is_not_logged_in_is_closed_with_the_signed_out_code():
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=[ORIGIN])
 
-    connected, code = await communicator.connect(timeout=FRAME_SECONDS)
-    await communicator.disconnect(timeout=REFUSED_APP_WAIT_SECONDS)
-
-    assert (connected, code) == (False, CLOSE_UNAUTHENTICATED)
+    assert await _closed_with(communicator) == CLOSE_UNAUTHENTICATED
 
 
 @pytest.mark.parametrize("origin", [b"http://evil.example", b"http://127.0.0.1.evil.example:8000", None])
@@ -154,3 +172,32 @@ async def test_events_of_threads_not_subscribed_do_not_arrive(socket, owner):
     await get_channel_layer().group_send(thread_group(thread.pk), {"type": "run.event", "event": {"type": "run.started"}})
 
     assert await socket.receive_nothing(timeout=0.3)
+
+
+# --- Rotating the login ---------------------------------------------------------------------
+
+
+async def test_rotating_the_login_closes_an_open_socket_with_a_reason(socket):
+    await database_sync_to_async(login_rotate)()
+
+    assert await socket.receive_json_from(timeout=FRAME_SECONDS) == {"type": "error", "error": SIGNED_OUT_ERROR, "ref": None}
+    assert await socket.receive_output(timeout=FRAME_SECONDS) == {"type": "websocket.close", "code": CLOSE_SIGNED_OUT}
+
+
+async def test_a_socket_whose_session_no_longer_verifies_is_closed_on_its_next_frame(socket, owner):
+    # As if the rotation's group message had been lost: the session hash changes silently.
+    owner.set_unusable_password()
+    await database_sync_to_async(owner.save)(update_fields=["password"])
+    thread = await database_sync_to_async(ThreadFactory)(owner=owner)
+
+    await socket.send_json_to({"type": "subscribe", "thread": thread.pk})
+
+    assert await socket.receive_json_from(timeout=FRAME_SECONDS) == {"type": "error", "error": SIGNED_OUT_ERROR, "ref": None}
+    assert await socket.receive_output(timeout=FRAME_SECONDS) == {"type": "websocket.close", "code": CLOSE_SIGNED_OUT}
+
+
+async def test_the_old_session_cookie_cannot_open_a_socket_after_rotation(session_cookie, owner):
+    await database_sync_to_async(login_rotate)()
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=[ORIGIN, session_cookie])
+
+    assert await _closed_with(communicator) == CLOSE_UNAUTHENTICATED
