@@ -46,7 +46,9 @@ def messages_to_wire(rows) -> list[dict]:
     for m in rows:
         if m.role == Message.Role.TOOL or (m.role == Message.Role.USER and m.tool_call_id):
             if m.tool_call_id in open_calls:
-                wire.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": for_model(m.content)})
+                # A user's answer to ask_user is sent whole, like any user message.
+                content = m.content if m.role == Message.Role.USER else for_model(m.content, m.tool_name)
+                wire.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": content})
             continue
         if m.role == Message.Role.ASSISTANT:
             calls = [c for c in m.tool_calls if c.get("id") in answered]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .llm import Completion, LLMClient, LLMError, TextDelta
-from .tools import ToolCallRequest, ToolSet, for_model
+from .tools import ToolCallRequest, ToolResult, ToolSet, for_model
 
 Emit = Callable[[str, dict], None]
 
@@ -82,7 +82,12 @@ def loop_run(
                 result.waiting_call_id = call.id
                 result.question = json.loads(outcome.content).get("question", "")
                 continue
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": for_model(outcome.content)})
+            if tools.pauses(call.name) and not outcome.is_error:  # a second question in one answer
+                outcome = ToolResult(
+                    content=json.dumps({"error": "Ask one question at a time; only the first was put to the user."}),
+                    is_error=True, duration_ms=outcome.duration_ms,
+                )
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": for_model(outcome.content, call.name)})
             emit(
                 "tool.finished",
                 {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import secrets
 from collections.abc import Iterator
 
 import httpx2
@@ -46,8 +47,10 @@ class _ToolCallAccumulator:
 
     def result(self) -> list[ToolCall]:
         return [
-            ToolCall(id=c["id"] or f"call_{n}", name=c["name"], arguments=c["arguments"] or "{}")
-            for n, c in enumerate(self.calls)
+            # A server that sends no ids gets unique ones: ids repeated across rounds would pair
+            # a later call with an earlier result in the stored history.
+            ToolCall(id=c["id"] or f"call_{secrets.token_hex(8)}", name=c["name"], arguments=c["arguments"] or "{}")
+            for c in self.calls
         ]
 
 

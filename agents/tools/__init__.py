@@ -121,9 +121,14 @@ def tool_names_default() -> list[str]:
     return [t.name for t in tools_toggleable() if t.enabled_by_default]
 
 
-def for_model(content: str) -> str:
+# Results sent whole: a skill's instructions are meant to be read in full (the Agent Skills
+# format allows bodies of several thousand tokens) and can be loaded only once per thread.
+UNCUT_RESULTS = {"activate_skill"}
+
+
+def for_model(content: str, tool_name: str = "") -> str:
     """A tool result as the model is sent it: cut at RESULT_CHARS_FOR_MODEL, saying so."""
-    if len(content) <= RESULT_CHARS_FOR_MODEL:
+    if len(content) <= RESULT_CHARS_FOR_MODEL or tool_name in UNCUT_RESULTS:
         return content
     return content[:RESULT_CHARS_FOR_MODEL] + f"\n[truncated: {len(content):,} characters in all, first {RESULT_CHARS_FOR_MODEL:,} shown]"
 
@@ -167,30 +172,35 @@ class ToolSet:
         return _result(content, error, started)
 
     def call_many(self, calls: list[ToolCallRequest]) -> list[ToolResult]:
-        """Runs the calls in parallel (at most MAX_PARALLEL_CALLS at once), each with its tool's
+        """Runs the calls in parallel, MAX_PARALLEL_CALLS at a time, each with its tool's
         timeout, and returns the results in call order. Never raises.
 
-        A call that times out is answered with an error; its thread is left to finish on its
-        own (Python cannot stop a thread), which is why tools that can hang (shell, fetch_url)
-        also enforce their own limits.
+        The calls go in batches, so every call's clock starts when the call starts (none waits
+        in a queue while its time runs out). A call that times out is answered with an error;
+        its thread is left to finish on its own (Python cannot stop a thread), which is why
+        tools that can hang (shell, fetch_url, grep) also enforce their own limits.
         """
-        if not calls:
-            return []
-        pool = ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_CALLS, len(calls)), thread_name_prefix="tool")
+        results: list[ToolResult] = []
+        for start in range(0, len(calls), MAX_PARALLEL_CALLS):
+            results += self._call_batch(calls[start : start + MAX_PARALLEL_CALLS])
+        return results
+
+    def _call_batch(self, calls: list[ToolCallRequest]) -> list[ToolResult]:
+        pool = ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="tool")
         try:
-            started = [time.monotonic() for _ in calls]
+            started = time.monotonic()
             futures = [pool.submit(self._call_in_thread, c.name, c.arguments) for c in calls]
             results = []
-            for call, future, t0 in zip(calls, futures, started, strict=True):
+            for call, future in zip(calls, futures, strict=True):
                 timeout = self._timeout(call.name)
                 try:
-                    content, error = future.result(timeout=max(0.0, t0 + timeout - time.monotonic()))
+                    content, error = future.result(timeout=max(0.0, started + timeout - time.monotonic()))
                 except FutureTimeout:
                     content, error = None, f"The tool {call.name!r} did not finish within {timeout:g} seconds."
-                results.append(_result(content, error, t0))
+                results.append(_result(content, error, started))
             return results
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=False)
 
     def _timeout(self, name: str) -> float:
         tool = self._by_name.get(name)

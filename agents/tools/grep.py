@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
+import time
 from collections.abc import Iterator
 from fnmatch import fnmatch
 from itertools import islice
 from pathlib import Path
+
+# The `regex` package, not `re`: it can stop a match after a timeout and release the GIL while
+# matching, so a catastrophic pattern ('(a|aa)*c') cannot wedge the worker.
+import regex as re
 
 from . import Tool, ToolInputError
 from .workspace import is_inside, read_text, resolve_path, split_lines, workspace_root
@@ -16,6 +20,8 @@ MAX_MATCHES = 100
 MAX_FILES = 5000
 MAX_PATTERN_CHARS = 500
 MATCH_LINE_CHARS = 200
+# The whole search gives up after this long; below the Tool's timeout so the tool says why.
+SEARCH_SECONDS = 20.0
 
 
 def compile_pattern(pattern: str, ignore_case: bool) -> re.Pattern:
@@ -23,7 +29,7 @@ def compile_pattern(pattern: str, ignore_case: bool) -> re.Pattern:
     if len(pattern) > MAX_PATTERN_CHARS:
         raise ToolInputError(f"The pattern is longer than {MAX_PATTERN_CHARS} characters. Search for a shorter expression.")
     try:
-        return re.compile(pattern, re.IGNORECASE if ignore_case else 0)
+        return re.compile(pattern, (re.IGNORECASE if ignore_case else 0) | re.V0)
     except re.error as exc:
         raise ToolInputError(
             f"Invalid regular expression {pattern!r}: {exc}. Use Python regex syntax, and escape special "
@@ -55,14 +61,24 @@ def files_under(root: Path, start: Path, pattern: str | None) -> Iterator[tuple[
 
 
 def search(regex: re.Pattern, files: Iterator[tuple[str, Path]]) -> Iterator[str]:
-    """`path:line: text` for each matching line; unreadable, binary and huge files are skipped."""
+    """`path:line: text` for each matching line; unreadable, binary and huge files are skipped.
+
+    Raises ToolInputError when the search takes longer than SEARCH_SECONDS in all."""
+    deadline = time.monotonic() + SEARCH_SECONDS
     for relative, real in islice(files, MAX_FILES):
         try:
             text = read_text(real, relative, lenient=True)
         except (ToolInputError, OSError):
             continue
         for number, line in enumerate(split_lines(text), 1):
-            if regex.search(line):
+            try:
+                found = regex.search(line, timeout=max(0.001, deadline - time.monotonic()), concurrent=True)
+            except TimeoutError:
+                raise ToolInputError(
+                    f"The search took longer than {SEARCH_SECONDS:g} seconds and was stopped. Use a simpler "
+                    "pattern (avoid nested repeats such as '(a|aa)*') or narrow it with path or glob."
+                ) from None
+            if found:
                 yield f"{relative}:{number}: {line[:MATCH_LINE_CHARS]}"
 
 

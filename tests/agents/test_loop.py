@@ -261,3 +261,49 @@ def test_an_empty_question_is_an_error_result_not_a_pause():
 
     assert result.stop_reason == "answered"
     assert "The question is empty" in json.loads(messages[3]["content"])["error"]
+
+
+def test_a_second_question_in_one_answer_is_refused_and_only_the_first_pauses():
+    tools = ToolSet([registry()["ask_user"]], SCOPE)
+    model = ScriptedModel([[("ask_user", {"question": "City?"}), ("ask_user", {"question": "Date?"})]])
+
+    result, messages, _ = _run(model, tools)
+
+    assert (result.stop_reason, result.question, result.waiting_call_id) == ("waiting", "City?", "call_1_0")
+    assert json.loads(messages[-1]["content"]) == {"error": "Ask one question at a time; only the first was put to the user."}
+
+
+def test_a_call_waiting_for_a_free_slot_gets_its_whole_timeout():
+    # Five calls, four at a time: the fifth starts when the first four are done and must not
+    # have spent its time waiting (it would be reported as timed out, yet run).
+    ran = []
+
+    def build(scope):
+        def fn(n):
+            time.sleep(0.3)
+            ran.append(n)
+            return "ok"
+
+        return fn
+
+    params = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    slow = Tool(name="slow", description="", parameters=params, read_only=False, build=build, timeout_seconds=0.5)
+    model = ScriptedModel([[("slow", {"n": n}) for n in range(5)], "Done."])
+
+    _, messages, _ = _run(model, ToolSet([slow], SCOPE))
+
+    assert [m["content"] for m in messages if m["role"] == "tool"] == ["ok"] * 5
+    assert len(ran) == 5
+
+
+def test_a_skill_activation_is_sent_whole_however_long():
+    body = "step\n" * (RESULT_CHARS_FOR_MODEL // 2)
+    skill_tool = Tool(
+        name="activate_skill", description="", parameters={"type": "object", "properties": {}}, read_only=True,
+        build=lambda scope: lambda: body,
+    )
+    model = ScriptedModel([[("activate_skill", {})], "Read it."])
+
+    _, messages, _ = _run(model, ToolSet([skill_tool], SCOPE))
+
+    assert messages[3]["content"] == body

@@ -1,6 +1,7 @@
 """The workspace file tools, called through the registry as the loop calls them."""
 
 import json
+import time
 
 import pytest
 
@@ -212,9 +213,20 @@ def test_grep_caps_the_number_of_matches(tools, ws):
     assert len(result) == grep.MAX_MATCHES + 1
 
 
+def test_grep_stops_a_pattern_that_would_backtrack_for_ever_and_says_why(tools, ws, monkeypatch):
+    monkeypatch.setattr(grep, "SEARCH_SECONDS", 0.3)
+    (ws / "a.txt").write_text("a" * 5000 + "\n")
+    started = time.monotonic()
+
+    message = error(tools, "grep", pattern="(.*a){12}x")
+
+    assert time.monotonic() - started < 5
+    assert message.startswith("The search took longer than 0.3 seconds and was stopped.")
+
+
 def test_grep_explains_an_invalid_regex(tools):
     message = error(tools, "grep", pattern="print(")
-    assert message.startswith("Invalid regular expression 'print(': missing ), unterminated subpattern")
+    assert message.startswith("Invalid regular expression 'print(': missing )")
     assert "escape special characters" in message
 
 
