@@ -107,3 +107,11 @@ def llm_server(settings):
     with ScriptedOpenAIServer() as server:
         use_llm_server(settings, server)
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """The login rate limit counts in the per-process cache; no test inherits another's count."""
+    from django.core.cache import cache
+
+    cache.clear()
