@@ -6,6 +6,7 @@ The scripted model (tests/doubles/openai_server.py) echoes "Echo: <text>", answe
 
 from __future__ import annotations
 
+import difflib
 import re
 import time
 
@@ -39,9 +40,13 @@ def wait_until_answered(page: Page, turns: int) -> None:
 
 
 def turn_html(page: Page) -> list[str]:
-    """Each turn's HTML with the per-render CSRF masks removed and whitespace collapsed."""
+    """Each turn's HTML with the per-render CSRF masks and htmx's passing swap classes
+    (htmx-settling etc., present for a moment after each re-fetch) removed, whitespace collapsed."""
+    expect(page.locator(".htmx-request, .htmx-swapping, .htmx-settling")).to_have_count(0)
     html = page.locator("#turns > .turn").evaluate_all("turns => turns.map(t => t.outerHTML)")
-    return [re.sub(r"\s+", " ", re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", h)).strip() for h in html]
+    html = [re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", h) for h in html]
+    html = [re.sub(r" ?\bhtmx-(?:added|settling|swapping|request)\b", "", h) for h in html]
+    return [re.sub(r"\s+", " ", h).strip() for h in html]
 
 
 def test_a_reply_streams_in_pieces_then_shows_as_markdown_with_the_agents_name(page: Page):
@@ -102,7 +107,8 @@ def test_switching_the_agent_labels_the_next_reply_and_a_reload_renders_the_same
     expect(page.locator("#turns .msg-user .bubble")).to_have_text(["first question", "second question"])
     expect(page.locator("#turns .msg-assistant .msg-body")).to_have_text(["Echo: first question", "Echo: second question"])
     expect(page.locator("#agent-select")).to_have_value("brief")
-    assert turn_html(page) == live
+    reloaded = turn_html(page)
+    assert reloaded == live, "\n".join(difflib.unified_diff(live, reloaded, "live", "reloaded", lineterm=""))
 
 
 def test_forking_at_a_message_lands_in_a_fork_with_the_history_up_to_it(page: Page):
