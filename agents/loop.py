@@ -19,6 +19,7 @@ Emit = Callable[[str, dict], None]
 
 # The same call (tool and arguments) made this many times in one run stops the loop.
 REPEAT_LIMIT = 3
+ONE_QUESTION = "Ask one question at a time; only the first was put to the user."
 
 
 @dataclass
@@ -77,16 +78,12 @@ def loop_run(
                 emit("tool.called", {"call_id": call.id, "name": call.name, "arguments": call.arguments})
         outcomes = tools.call_many([ToolCallRequest(c.id, c.name, c.arguments) for c in completion.tool_calls])
         for call, outcome in zip(completion.tool_calls, outcomes, strict=True):
-            if tools.pauses(call.name) and not outcome.is_error and not result.waiting_call_id:
-                # The answer comes from the user's next message; the call stays open till then.
-                result.waiting_call_id = call.id
-                result.question = json.loads(outcome.content).get("question", "")
-                continue
-            if tools.pauses(call.name) and not outcome.is_error:  # a second question in one answer
-                outcome = ToolResult(
-                    content=json.dumps({"error": "Ask one question at a time; only the first was put to the user."}),
-                    is_error=True, duration_ms=outcome.duration_ms,
-                )
+            if tools.pauses(call.name) and not outcome.is_error:
+                if not result.waiting_call_id:
+                    # The answer comes from the user's next message; the call stays open till then.
+                    result.waiting_call_id, result.question = call.id, json.loads(outcome.content)["question"]
+                    continue
+                outcome = ToolResult.failure(ONE_QUESTION, outcome.duration_ms)
             messages.append({"role": "tool", "tool_call_id": call.id, "content": for_model(outcome.content, call.name)})
             emit(
                 "tool.finished",

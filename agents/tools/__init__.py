@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,11 @@ class ToolResult:
     duration_ms: int
     error: str = ""  # the error message alone, for the admin and the chip
 
+    @classmethod
+    def failure(cls, error: str, duration_ms: int = 0) -> ToolResult:
+        """An error result: the model is sent {"error": ...}."""
+        return cls(content=json.dumps({"error": error}, ensure_ascii=False), is_error=True, duration_ms=duration_ms, error=error)
+
 
 def registry() -> dict[str, Tool]:
     """Every tool defined in code, by name."""
@@ -133,17 +138,13 @@ def for_model(content: str, tool_name: str = "") -> str:
     return content[:RESULT_CHARS_FOR_MODEL] + f"\n[truncated: {len(content):,} characters in all, first {RESULT_CHARS_FOR_MODEL:,} shown]"
 
 
-@dataclass
 class ToolSet:
     """The tools one run may use, already bound to that run's scope."""
 
-    tools: list[Tool]
-    scope: ToolScope
-    _bound: dict[str, Callable[..., Any]] = field(init=False, repr=False)
-
-    def __post_init__(self):
-        self._by_name = {t.name: t for t in self.tools}
-        self._bound = {t.name: t.build(self.scope) for t in self.tools}
+    def __init__(self, tools: list[Tool], scope: ToolScope):
+        self.tools = tools
+        self._by_name = {t.name: t for t in tools}
+        self._bound: dict[str, Callable[..., Any]] = {t.name: t.build(scope) for t in tools}
 
     @classmethod
     def for_agent(cls, enabled: list[str], scope: ToolScope) -> ToolSet:
@@ -153,10 +154,6 @@ class ToolSet:
         if scope.skills and "activate_skill" in available:
             chosen.append(available["activate_skill"])
         return cls(chosen, scope)
-
-    @property
-    def names(self) -> list[str]:
-        return list(self._by_name)
 
     def pauses(self, name: str) -> bool:
         tool = self._by_name.get(name)
@@ -242,7 +239,7 @@ class ToolSet:
 def _result(content: str | None, error: str, started: float) -> ToolResult:
     duration_ms = int((time.monotonic() - started) * 1000)
     if error:
-        return ToolResult(content=json.dumps({"error": error}, ensure_ascii=False), is_error=True, duration_ms=duration_ms, error=error)
+        return ToolResult.failure(error, duration_ms)
     return ToolResult(content=content or "", is_error=False, duration_ms=duration_ms)
 
 

@@ -34,6 +34,22 @@ TOKENS_PER_SECOND = 20
 START_TIMEOUT_SECONDS = 30
 
 
+def stack_env(model_url: str) -> dict[str, str]:
+    """The environment for a subprocess of the stack: the test database, the session's
+    Redis (with its test prefix, already in os.environ) and the model at `model_url`."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATA_DIR": str(settings.DATA_DIR),
+        "DATABASE_URL": _database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "LLM_BASE_URL": model_url,
+        "LLM_MAX_RETRIES": "0",
+        "LLM_TIMEOUT_SECONDS": "10",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -143,19 +159,11 @@ def stack(django_db_setup, redis_server, tmp_path_factory):
     model = ModelServer(port=_free_port())
     model.start()
     env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATA_DIR": str(settings.DATA_DIR),
-        "DATABASE_URL": _database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "LLM_BASE_URL": model.url,
-        "LLM_MAX_RETRIES": "0",
-        "LLM_TIMEOUT_SECONDS": "10",
+        **stack_env(model.url),
         "PORT": str(port),
         "PUBLIC_URL": f"http://127.0.0.1:{port}",
         "GATEWAY_WORKERS": "2",
         "DJANGO_DEBUG": "0",
-        "PYTHONUNBUFFERED": "1",
     }
     stack = Stack(base_url=f"http://127.0.0.1:{port}", env=env, model=model, logs=tmp_path_factory.mktemp("stack"))
     try:

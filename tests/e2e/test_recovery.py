@@ -17,7 +17,7 @@ from gateway.tasks import runs_sweep
 from tests.doubles.openai_server import ScriptedOpenAIServer
 from tests.factories import AgentFactory, UserFactory
 
-from .conftest import Stack, _database_url, _spawn, _stop, _wait_for
+from .conftest import Stack, _spawn, _stop, _wait_for, stack_env
 
 LEASE_SECONDS = 2
 TEXT = " ".join(f"word{n}" for n in range(60))
@@ -35,22 +35,8 @@ def _wait(what, check, timeout=30.0):
 
 @pytest.fixture
 def workers(transactional_db, redis_server, tmp_path):
-    from django.conf import settings
-
     model = ScriptedOpenAIServer(tokens_per_second=15).start()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATA_DIR": str(settings.DATA_DIR),
-        "DATABASE_URL": _database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "LLM_BASE_URL": model.url,
-        "LLM_MAX_RETRIES": "0",
-        "LLM_TIMEOUT_SECONDS": "10",
-        "GATEWAY_LEASE_SECONDS": str(LEASE_SECONDS),
-        "GATEWAY_WORKERS": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = {**stack_env(model.url), "GATEWAY_LEASE_SECONDS": str(LEASE_SECONDS), "GATEWAY_WORKERS": "1"}
     stack = Stack(base_url="", env=env, model=None, logs=tmp_path)
 
     def start(name):

@@ -4,11 +4,9 @@ call twice. Real Redis queue, real HTTP model server double."""
 
 import json
 from datetime import timedelta
-from importlib import import_module
 
 import pytest
 from django.utils import timezone
-from django_q.signing import SignedPackage
 
 from agents.models import Run
 from agents.recorder import INTERRUPTED_RESULT
@@ -19,18 +17,9 @@ from tests.doubles.openai_server import ScriptedOpenAIServer
 from tests.factories import AgentFactory, MessageFactory, RunFactory
 from tests.group_events import collect_group_events, ends_with
 from tests.llm_backend import use_llm_server
+from tests.worker import work_off
 
 pytestmark = pytest.mark.django_db
-
-
-def _work_off(queue) -> list[str]:
-    done = []
-    while queue.queue_size():
-        task = SignedPackage.loads(queue.dequeue()[0][1])
-        module, name = task["func"].rsplit(".", 1)
-        getattr(import_module(module), name)(*task["args"])
-        done.append(task["func"])
-    return done
 
 
 def _died_mid_tool(*, attempts=1, **run_fields) -> Run:
@@ -64,7 +53,7 @@ def test_the_sweeper_requeues_a_dead_workers_run_and_the_rerun_never_repeats_a_c
         assert (requeued.status, requeued.lease_expires_at) == (Run.Status.QUEUED, None)
         assert [e["type"] for e in events] == ["run.queued"]
 
-        assert _work_off(task_queue) == ["gateway.tasks.thread_process"]
+        assert work_off(task_queue) == ["gateway.tasks.thread_process"]
 
     run.refresh_from_db()
     assert (run.status, run.stop_reason, run.attempts) == ("done", "answered", 2)

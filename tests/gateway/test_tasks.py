@@ -1,10 +1,8 @@
 """thread_process, called as a django-q2 worker would call it, with the real queue on Redis."""
 
-from importlib import import_module
 
 import pytest
 from django_q.conf import Conf
-from django_q.signing import SignedPackage
 
 from agents.models import Run
 from agents.services import run_claim_next
@@ -15,19 +13,9 @@ from tests.doubles.openai_server import ScriptedOpenAIServer
 from tests.factories import RunFactory, ThreadFactory
 from tests.group_events import collect_group_events, ends_with
 from tests.llm_backend import use_llm_server
+from tests.worker import work_off
 
 pytestmark = pytest.mark.django_db
-
-
-def _work_off(queue) -> list[str]:
-    """Runs every queued task the way a worker does: by its dotted path, with its args."""
-    done = []
-    while queue.queue_size():
-        task = SignedPackage.loads(queue.dequeue()[0][1])
-        module, name = task["func"].rsplit(".", 1)
-        getattr(import_module(module), name)(*task["args"])
-        done.append(task["func"])
-    return done
 
 
 def test_it_runs_the_oldest_queued_run_and_hands_the_next_to_a_new_task(llm_server, task_queue):
@@ -39,7 +27,7 @@ def test_it_runs_the_oldest_queued_run_and_hands_the_next_to_a_new_task(llm_serv
 
     first.refresh_from_db(), second.refresh_from_db()
     assert (first.status, second.status) == ("done", "queued")
-    assert _work_off(task_queue) == ["gateway.tasks.thread_process"]
+    assert work_off(task_queue) == ["gateway.tasks.thread_process"]
     second.refresh_from_db()
     assert second.status == "done"
     assert second.started_at >= first.finished_at
