@@ -28,6 +28,7 @@ from .llm_backend import use_llm_server
 # environment as well hands it to the daphne and qcluster processes the browser tests start.
 TEST_REDIS_PREFIX = f"{settings.REDIS_PREFIX}-test"
 os.environ["REDIS_PREFIX"] = TEST_REDIS_PREFIX
+settings.REDIS_PREFIX = TEST_REDIS_PREFIX  # for keys the app writes itself (breakers, replay)
 
 # Async tests run ORM calls in executor threads whose connections would otherwise live on
 # (CONN_MAX_AGE) and keep PostgreSQL from dropping the test database at the end.
