@@ -5,11 +5,23 @@ channel-layer group. No model calls and no conversation state live here.
 
 Client → server frames (JSON objects):
   {"type": "subscribe", "thread": 12}
+  {"type": "resume", "thread": 12, "runs": [{"run": 40, "after": 7, "message_id": 95}, ...]}
   {"type": "message.send", "thread": 12 | null, "agent": "assistant", "text": "...", "ref": "c1"}
 Server → client frames: run events (see docs/ARCHITECTURE.md), and
   {"type": "subscribed", "thread": 12}
+  {"type": "run.resync", "thread": 12, "run": 40, "turn": 3}
   {"type": "message.accepted", "ref", "thread", "message_id", "run", "turn", "created_thread", "url"}
   {"type": "error", "error": "...", "ref": ...}
+
+"resume" is "subscribe" for a client that was following runs when its socket dropped: for
+each run it names the last event it saw (`after`: its seq, `message_id`: its message_id or
+null; `after` null means "from the start of the run's latest execution", for a page loaded
+mid-run). The reply is, per run in the order given, the events that followed (from the run's
+replay log, gateway/replay.py), or one "run.resync" when they can no longer all be had (the
+client re-reads that turn from the server); then "subscribed". The thread's group is joined
+before the logs are read, so every event is in a log or arrives live after the reply, or
+both: the client drops events whose seq it has seen. Only runs of the client's own thread can
+be resumed; a frame naming any other is an error and nothing is sent or joined.
 
 Close codes: 4401 not logged in; 4403 signed out because the login was rotated
 (`manage.py login_url --rotate`). The page stops reconnecting on either.
@@ -26,6 +38,7 @@ from django.contrib.auth import HASH_SESSION_KEY
 from django.urls import reverse
 
 from gateway.events import thread_group
+from gateway.replay import events_after, replay_read, run_turns_get
 from gateway.services import SubmissionRejected, message_submit
 
 from .login import owner_sessions_group, session_is_current
@@ -38,6 +51,9 @@ log = logging.getLogger(__name__)
 # the envelope; anything bigger is answered with an error and never parsed.
 MAX_FRAME_BYTES = 256 * 1024
 MAX_SUBSCRIPTIONS = 50
+# Runs of one thread are answered one at a time, so a client follows one or two at once.
+MAX_RESUME_RUNS = 20
+RESUME_FORMAT_ERROR = 'A resume frame needs "runs": a list of {"run", "after", "message_id"}.'
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_SIGNED_OUT = 4403
 SIGNED_OUT_ERROR = "Signed out: the login link was rotated."
@@ -86,7 +102,8 @@ class ChatConsumer(JsonWebsocketConsumer):
             return self._error("That frame is not valid JSON.")
         if not isinstance(content, dict):
             return self._error("A frame must be a JSON object with a \"type\".")
-        handler = {"subscribe": self._subscribe, "message.send": self._send_message}.get(content.get("type"))
+        handlers = {"subscribe": self._subscribe, "resume": self._resume, "message.send": self._send_message}
+        handler = handlers.get(content.get("type"))
         if handler is None:
             return self._error(f"Unknown frame type {str(content.get('type'))[:40]!r}.", content.get("ref"))
         handler(content)
@@ -96,6 +113,29 @@ class ChatConsumer(JsonWebsocketConsumer):
         if thread is None:
             return self._error("That thread does not exist.", content.get("ref"))
         self._join(thread.pk)
+        self.send_json({"type": "subscribed", "thread": thread.pk})
+
+    def _resume(self, content):
+        ref = content.get("ref")
+        thread = self._own_thread(content.get("thread"))
+        if thread is None:
+            return self._error("That thread does not exist.", ref)
+        positions = _resume_positions(content.get("runs"))
+        if positions is None:
+            return self._error(RESUME_FORMAT_ERROR, ref)
+        turns = run_turns_get(thread_id=thread.pk, run_ids=[run for run, _, _ in positions])
+        if any(run not in turns for run, _, _ in positions):
+            return self._error("That run does not exist.", ref)
+        # Joined first, read second: an event published in between is in the log and live.
+        self._join(thread.pk)
+        for run, after, message_id in positions:
+            log = async_to_sync(replay_read)(thread_id=thread.pk, run_id=run)
+            events = events_after(log, after=after, message_id=message_id)
+            if events is None:
+                self.send_json({"type": "run.resync", "thread": thread.pk, "run": run, "turn": turns[run]})
+                continue
+            for event in events:
+                self.send_json(event)
         self.send_json({"type": "subscribed", "thread": thread.pk})
 
     def _send_message(self, content):
@@ -152,3 +192,25 @@ class ChatConsumer(JsonWebsocketConsumer):
 
     def _error(self, error: str, ref=None):
         self.send_json({"type": "error", "error": error, "ref": ref if isinstance(ref, (str, int)) else None})
+
+
+def _resume_positions(runs) -> list[tuple[int, int | None, int | None]] | None:
+    """[(run, after, message_id)] from a resume frame's "runs", or None if malformed."""
+    if not isinstance(runs, list) or not 0 < len(runs) <= MAX_RESUME_RUNS:
+        return None
+    positions = []
+    for item in runs:
+        if not isinstance(item, dict):
+            return None
+        run, after, message_id = item.get("run"), item.get("after"), item.get("message_id")
+        if not _is_int(run, minimum=1) or not (after is None or _is_int(after, minimum=0)):
+            return None
+        if not (message_id is None or _is_int(message_id, minimum=1)):
+            return None
+        positions.append((run, after, message_id))
+    return positions
+
+
+def _is_int(value, *, minimum: int) -> bool:
+    # JSON true would otherwise pass as the integer 1.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum

@@ -3,7 +3,8 @@
 Every event is a dict {"type", "thread", "run", "seq", ...}. `seq` counts up per run so a
 client can tell when it missed something; the database stays the source of truth.
 Streamed text is coalesced: the first delta goes out at once, later ones are merged into
-one frame per GATEWAY_STREAM_FLUSH_SECONDS.
+one frame per GATEWAY_STREAM_FLUSH_SECONDS. Each event is appended to its run's replay log
+(gateway/replay.py) before it is sent, so a client that reconnects can ask for what it missed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from . import deliveries
+from .replay import replay_append
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,10 @@ class _LayerSender:
     async def _drain(self):
         layer = get_channel_layer()
         while True:
-            group, message, done = await self._queue.get()
+            group, message, replay, done = await self._queue.get()
             try:
+                if replay:
+                    await self._log(message["event"])
                 if group is not None:
                     await layer.group_send(group, message)
             except Exception:
@@ -62,8 +66,20 @@ class _LayerSender:
                 if done is not None:
                     done.set()
 
-    def send(self, group: str, message: dict) -> None:
-        self.loop.call_soon_threadsafe(self._queue.put_nowait, (group, message, None))
+    @staticmethod
+    async def _log(event: dict) -> None:
+        # Logged before it is sent: a client that joins the group and then reads the log
+        # finds every event in the log, or arriving live, or both (see chat/consumers.py).
+        try:
+            await replay_append(event)
+        except Exception:
+            # A missing entry is a hole, and a hole sends a resuming client to the database.
+            log.exception("could not log event %s of run %s for replay", event.get("seq"), event.get("run"))
+
+    def send_event(self, event: dict) -> None:
+        """Appends a run event to its run's replay log, then sends it to its thread's group."""
+        message = {"type": "run.event", "event": event}  # dispatched to the consumer's run_event()
+        self.loop.call_soon_threadsafe(self._queue.put_nowait, (thread_group(event["thread"]), message, True, None))
 
     def call_later(self, delay: float, callback) -> None:
         self.loop.call_soon_threadsafe(self.loop.call_later, delay, callback)
@@ -71,7 +87,7 @@ class _LayerSender:
     def flush(self, timeout: float = 5.0) -> bool:
         """Waits until everything sent so far has been handed to the channel layer."""
         done = threading.Event()
-        self.loop.call_soon_threadsafe(self._queue.put_nowait, (None, None, done))
+        self.loop.call_soon_threadsafe(self._queue.put_nowait, (None, None, False, done))
         return done.wait(timeout)
 
 
@@ -87,11 +103,6 @@ def sender() -> _LayerSender:
         return _sender
 
 
-def _group_message(event: dict) -> dict:
-    # "run.event" is dispatched to the consumer's run_event() handler.
-    return {"type": "run.event", "event": event}
-
-
 def publish_run_queued(run) -> None:
     """Announces a newly stored run. Call on commit."""
     event = {
@@ -99,7 +110,7 @@ def publish_run_queued(run) -> None:
         "message_id": run.user_message_id, "turn": run.user_message.turn,
         "agent": run.agent.slug if run.agent else None,
     }
-    sender().send(thread_group(run.thread_id), _group_message(event))
+    sender().send_event(event)
 
 
 def publish_run_expired(run) -> None:
@@ -109,7 +120,7 @@ def publish_run_expired(run) -> None:
         "type": "run.failed", "thread": run.thread_id, "run": run.pk, "seq": None,
         "status": "failed", "error": run.error, "message_id": None,
     }
-    sender().send(thread_group(run.thread_id), _group_message(event))
+    sender().send_event(event)
     deliveries.deliver(run.source, event)
 
 
@@ -120,7 +131,6 @@ class RunPublisher:
         self.thread_id = thread_id
         self.run_id = run_id
         self.source = source
-        self.group = thread_group(thread_id)
         self.flush_seconds = settings.GATEWAY_STREAM_FLUSH_SECONDS if flush_seconds is None else flush_seconds
         self._seq = 0
         self._lock = threading.Lock()
@@ -169,7 +179,7 @@ class RunPublisher:
     def _send_locked(self, event_type: str, data: dict) -> dict:
         self._seq += 1
         event = {"type": event_type, "thread": self.thread_id, "run": self.run_id, "seq": self._seq, **data}
-        self._sender.send(self.group, _group_message(event))
+        self._sender.send_event(event)
         return event
 
     def close(self) -> None:
