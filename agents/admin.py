@@ -1,15 +1,18 @@
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count
 from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
 
-from .forms import AgentForm, AgentImportForm
-from .models import Agent, Run
-from .models_list import model_name_warning
+from .forms import AgentForm, AgentImportForm, ProviderForm
+from .models import Agent, Provider, Run
+from .models_list import agent_model_warnings
 from .portability import (
     AgentImportError,
     agent_export_text,
@@ -17,6 +20,7 @@ from .portability import (
     agents_export_text,
     agents_import,
 )
+from .providers import provider_api_key_status, provider_save
 from .skills import skills_discover
 
 EXPORT_CONTENT_TYPES = {"json": "application/json", "yaml": "application/yaml"}
@@ -25,16 +29,23 @@ EXPORT_CONTENT_TYPES = {"json": "application/json", "yaml": "application/yaml"}
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
     form = AgentForm
-    list_display = ("name", "slug", "model_shown", "is_default", "round_cap", "tool_count", "skill_count", "updated_at")
+    list_display = (
+        "name", "slug", "provider_shown", "model_shown", "is_default", "round_cap", "tool_count", "skill_count", "updated_at",
+    )  # fmt: skip
+    list_select_related = ("provider",)
     search_fields = ("name", "slug", "description")
     prepopulated_fields = {"slug": ("name",)}
     actions = ["export_json", "export_yaml"]
     fieldsets = (
         (None, {"fields": ("name", "slug", "description", "is_default")}),
-        ("Model", {"fields": ("model", "system_prompt", "temperature", "max_tool_rounds")}),
+        ("Model", {"fields": ("provider", "model", "fallback_model", "system_prompt", "temperature", "max_tool_rounds")}),
         ("Tools", {"fields": ("enabled_tools",)}),
         ("Skills", {"fields": ("enabled_skills",)}),
     )
+
+    @admin.display(description="Provider", ordering="provider__name")
+    def provider_shown(self, obj):
+        return obj.provider or "default"
 
     @admin.display(description="Model", ordering="model")
     def model_shown(self, obj):
@@ -54,8 +65,7 @@ class AgentAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         agent_save(agent=obj)
-        warning = model_name_warning(model=obj.model)
-        if warning:
+        for warning in agent_model_warnings(agent=obj):
             self.message_user(request, warning, messages.WARNING)
 
     # --- export -----------------------------------------------------------------------------
@@ -69,7 +79,7 @@ class AgentAdmin(admin.ModelAdmin):
         return self._export(queryset, "yaml")
 
     def _export(self, queryset, fmt):
-        agents = list(queryset.order_by("slug"))
+        agents = list(queryset.select_related("provider").order_by("slug"))
         if len(agents) == 1:
             text, filename = agent_export_text(agent=agents[0], fmt=fmt), f"{agents[0].slug}.{fmt}"
         else:
@@ -104,8 +114,7 @@ class AgentAdmin(admin.ModelAdmin):
                 names = ", ".join(a.name for a in agents)
                 self.message_user(request, f"Imported {len(agents)} agent{'s' if len(agents) != 1 else ''}: {names}.")
                 for agent in agents:
-                    warning = model_name_warning(model=agent.model)
-                    if warning:
+                    for warning in agent_model_warnings(agent=agent):
                         self.message_user(request, f"{agent.name}: {warning}", messages.WARNING)
                 return redirect("admin:agents_agent_changelist")
         context = {**self._context(request, "Import agents"), "form": form, "problems": problems}
@@ -132,6 +141,40 @@ class AgentAdmin(admin.ModelAdmin):
             "skills_dirs": settings.SKILLS_DIRS,
         }
         return TemplateResponse(request, "admin/agents/agent/skills.html", context)
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    """Providers and their API keys. A key is typed in and never shown again: the pages say
+    only whether one is stored (agents/providers.py keeps it encrypted)."""
+
+    form = ProviderForm
+    list_display = ("name", "slug", "base_url", "api_key_shown", "agent_count", "updated_at")
+    search_fields = ("name", "slug", "base_url")
+    prepopulated_fields = {"slug": ("name",)}
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(agents_using=Count("agents"))
+
+    # As Django's UserAdmin does for passwords: an error report never shows the typed key.
+    @method_decorator(sensitive_post_parameters("api_key"))
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_fieldsets(self, request, obj=None):
+        key_fields = ("api_key", "clear_api_key") if obj is not None and obj.api_key_encrypted else ("api_key",)
+        return ((None, {"fields": ("name", "slug", "base_url")}), ("API key", {"fields": key_fields}))
+
+    @admin.display(description="API key")
+    def api_key_shown(self, obj):
+        return provider_api_key_status(provider=obj)
+
+    @admin.display(description="Agents", ordering="agents_using")
+    def agent_count(self, obj):
+        return obj.agents_using
+
+    def save_model(self, request, obj, form, change):
+        provider_save(provider=obj, api_key=form.api_key_change())
 
 
 @admin.register(Run)

@@ -1,4 +1,4 @@
-"""Admin forms for agents: the agent form with tool and skill checkboxes, and the import form."""
+"""Admin forms: the agent form with tool and skill checkboxes, the import form, the provider form."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils.html import format_html
 
-from .models import Agent
+from .models import Agent, Provider
 from .portability import ROUNDS_MAX, ROUNDS_MIN, TEMPERATURE_MAX, TEMPERATURE_MIN
+from .providers import provider_api_key_status
 from .skills import skills_discover
 from .tools import Tool, tool_names_default, tools_toggleable
 
@@ -66,7 +67,7 @@ class AgentForm(forms.ModelForm):
     class Meta:
         model = Agent
         fields = (
-            "name", "slug", "description", "is_default", "model", "system_prompt",
+            "name", "slug", "description", "is_default", "provider", "model", "fallback_model", "system_prompt",
             "temperature", "max_tool_rounds", "enabled_tools", "enabled_skills",
         )  # fmt: skip
 
@@ -84,12 +85,23 @@ class AgentForm(forms.ModelForm):
             (s.name, f"{s.name} — {s.description}") for s in discovery.skills.values()
         ] + [(name, f"{name} {NOT_FOUND}") for name in current_skills if name not in discovery.skills]
         self.fields["enabled_skills"].help_text = _skills_help(len(discovery.skills), len(discovery.problems))
+        self.fields["provider"].empty_label = f"Default model server ({settings.LLM_BASE_URL})"
         self.fields["model"].help_text = (
-            f"Empty means the default model ({settings.LLM_MODEL}). "
+            f"Empty means the default model ({settings.LLM_MODEL}); an agent with a provider must name one. "
             "A name the backend does not list gives a warning after saving."
         )
         if not self.instance.pk:
             self.initial.setdefault("enabled_tools", tool_names_default())
+
+    def clean(self):
+        cleaned = super().clean()
+        model, fallback = cleaned.get("model", ""), cleaned.get("fallback_model", "")
+        if cleaned.get("provider") and not model:
+            # LLM_MODEL names a model of the default server; a provider would not know it.
+            self.add_error("model", "Name the model: the default model name is only for the default model server.")
+        if fallback and fallback == model:
+            self.add_error("fallback_model", "The fallback is the agent's own model; name another one or leave it empty.")
+        return cleaned
 
 
 def _skills_help(found: int, problems: int) -> str:
@@ -124,3 +136,44 @@ class AgentImportForm(forms.Form):
         elif not text.strip():
             raise forms.ValidationError("Choose a file or paste an agent's JSON or YAML.")
         return cleaned
+
+
+class ProviderForm(forms.ModelForm):
+    """A provider's settings. The API key is write-only: the page never holds it, not even as
+    the field's value, so it cannot leak through the page source, a screenshot or the browser's
+    form history. Left empty, the stored key stays; "Remove the stored key" removes it.
+    """
+
+    api_key = forms.CharField(
+        label="API key", required=False, strip=True,
+        # new-password: browsers must not fill in a saved password of this site.
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )  # fmt: skip
+    clear_api_key = forms.BooleanField(label="Remove the stored key", required=False)
+
+    class Meta:
+        model = Provider
+        fields = ("name", "slug", "base_url", "api_key", "clear_api_key")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        status = provider_api_key_status(provider=self.instance)
+        if status == "set":
+            help_text = "A key is stored. Leave this empty to keep it, or type a new one to replace it."
+        elif status == "not set":
+            help_text = "No key is stored. Leave this empty for a server that needs none."
+        else:
+            help_text = f"The stored key {status}, or remove it."
+        self.fields["api_key"].help_text = help_text
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("api_key") and cleaned.get("clear_api_key"):
+            self.add_error("clear_api_key", "Either type a new key or remove the stored one, not both.")
+        return cleaned
+
+    def api_key_change(self) -> str | None:
+        """What provider_save's `api_key` should be: None keeps the stored key, "" removes it."""
+        if self.cleaned_data.get("clear_api_key"):
+            return ""
+        return self.cleaned_data.get("api_key") or None

@@ -1,14 +1,78 @@
-"""Agents (what answers) and runs (one answer being produced, start to terminal state)."""
+"""Agents (what answers), the providers they call, and runs (one answer being produced, start
+to terminal state)."""
 
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError
 from django.db import models
+
+
+def validate_base_url(value: str) -> None:
+    """An http(s) address with a host, no credentials, query or fragment.
+
+    Not Django's URLValidator: it refuses host names without a dot, and a model server on the
+    home network is often just `http://gpubox:8080/v1` or a compose service name.
+    """
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValidationError("Enter an address like https://api.example.com/v1.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise ValidationError("Enter an http:// or https:// address with a host, like https://api.example.com/v1.")
+    if parts.username is not None or parts.password is not None:
+        # The address is shown in the admin and in error messages; a key belongs in the key field.
+        raise ValidationError("Leave credentials out of the address; put the key in the API key field.")
+    if parts.query or parts.fragment:
+        raise ValidationError("The address cannot have a ?query or #fragment: request paths are added to it.")
+
+
+class Provider(models.Model):
+    """An OpenAI-compatible server an agent can answer through, instead of the default one
+    from settings (LLM_BASE_URL, LLM_API_KEY).
+
+    The API key is kept only as a Fernet token (agents/providers.py encrypts and decrypts it):
+    this row, its repr, a database dump and an export never hold the key itself.
+    """
+
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=64, unique=True, help_text="How agent files name this provider.")
+    base_url = models.CharField(
+        "base URL", max_length=500, validators=[validate_base_url],
+        help_text="The OpenAI-compatible endpoint, ending in /v1 for most servers.",
+    )  # fmt: skip
+    # The Fernet token of the API key; "" when the provider needs none. Named for what it holds
+    # so that nobody mistakes it for the key.
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
 
 
 class Agent(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=100)
     description = models.CharField(max_length=500, blank=True)
-    # "provider/model", or a bare model name for the default provider (LLM_BASE_URL).
-    model = models.CharField(max_length=200, blank=True, help_text="Empty means the default LLM_MODEL.")
+    # PROTECT, not SET_NULL: deleting a provider must not quietly move its agents to the default
+    # server, which may be another company's (the conversations would follow) and would not
+    # know their model names. The admin lists the agents that still use it instead.
+    provider = models.ForeignKey(
+        Provider, null=True, blank=True, on_delete=models.PROTECT, related_name="agents",
+        help_text="Empty means the default model server (LLM_BASE_URL).",
+    )  # fmt: skip
+    # Passed to the backend as it is, slashes included (llama-swap and Ollama names have them).
+    model = models.CharField(
+        max_length=200, blank=True, help_text="Empty means the default LLM_MODEL (default model server only)."
+    )
+    fallback_model = models.CharField(
+        max_length=200, blank=True,
+        help_text="Used while the circuit breaker of the agent's model is open; on the same provider. Empty means none.",
+    )  # fmt: skip
     system_prompt = models.TextField(blank=True)
     temperature = models.FloatField(default=0.7)
     max_tool_rounds = models.PositiveSmallIntegerField(default=10)

@@ -3,6 +3,9 @@
 An exported agent is its settings, enabled tools and enabled skills, under
 `"format": "hearth-agent", "version": 1`. Which agent answers by default is a choice of
 this installation, not of the agent, so `is_default` is neither exported nor imported.
+A provider is named by its slug only: its address and API key stay in this installation
+(an API key never leaves it in a file), and the importing one must have a provider with
+that slug.
 
 Everything read from a file is checked before anything is written: an import either
 creates/updates every agent it holds or changes nothing.
@@ -11,6 +14,7 @@ creates/updates every agent it holds or changes nothing.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
@@ -18,7 +22,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.db import transaction
 
-from .models import Agent
+from .models import Agent, Provider
 from .skills import skills_discover
 from .tools import tools_toggleable
 
@@ -26,13 +30,18 @@ FORMAT = "hearth-agent"
 VERSION = 1
 TEMPERATURE_MIN, TEMPERATURE_MAX = 0.0, 2.0
 ROUNDS_MIN, ROUNDS_MAX = 1, 50
-# The settings a file holds, in export order. All of them are required on import: a file
-# describes an agent whole, so importing it never leaves a half-old, half-new agent.
+# The settings a file holds, in export order. All of them are required on import, except the
+# ones added since files were first written (OPTIONAL), whose absence means what a file from
+# before them meant. Either way a file describes an agent whole: importing it never leaves a
+# half-old, half-new agent.
 FIELDS = (
-    "slug", "name", "description", "model", "system_prompt",
+    "slug", "name", "description", "provider", "model", "fallback_model", "system_prompt",
     "temperature", "max_tool_rounds", "enabled_tools", "enabled_skills",
 )  # fmt: skip
-_TEXT_LIMITS = {"slug": 64, "name": 100, "description": 500, "model": 200, "system_prompt": None}
+OPTIONAL = {"provider": None, "fallback_model": ""}  # the default model server; no fallback
+_TEXT_LIMITS = {
+    "slug": 64, "name": 100, "description": 500, "model": 200, "fallback_model": 200, "system_prompt": None,
+}  # fmt: skip
 
 Format = Literal["json", "yaml"]
 
@@ -57,6 +66,9 @@ def agent_export(*, agent: Agent) -> dict[str, Any]:
     """The agent as a plain dict that agent_import accepts back."""
     data: dict[str, Any] = {"format": FORMAT, "version": VERSION}
     for key in FIELDS:
+        if key == "provider":
+            data[key] = agent.provider.slug if agent.provider_id else None
+            continue
         value = getattr(agent, key)
         data[key] = list(value) if isinstance(value, list) else value
     return data
@@ -95,9 +107,10 @@ def agents_import(*, text: str, allow_list: bool = True) -> list[Agent]:
 
     Checks everything first: parseable JSON/YAML, exactly the known keys, types, ranges, slug
     format, that every tool is registered and can be switched on, that every skill is
-    discovered on disk, no slug twice. Raises AgentImportError listing every problem found,
-    and then nothing was written. On success all agents are written in one transaction;
-    `is_default` of existing agents is left as it was, new agents are not default.
+    discovered on disk, that a named provider exists here (and the agent then names its
+    model), no slug twice. Raises AgentImportError listing every problem found, and then
+    nothing was written. On success all agents are written in one transaction; `is_default`
+    of existing agents is left as it was, new agents are not default.
     """
     data = _parse(text)
     if isinstance(data, list):
@@ -110,11 +123,14 @@ def agents_import(*, text: str, allow_list: bool = True) -> list[Agent]:
         items = [data]
     else:
         raise AgentImportError(f"The file must hold an agent (a mapping of settings), not {_type_name(data)}.")
-    tools = {t.name for t in tools_toggleable()}
-    skills = set(skills_discover().skills)
+    known = _Known(
+        tools={t.name for t in tools_toggleable()},
+        skills=set(skills_discover().skills),
+        providers={p.slug: p for p in Provider.objects.all()},
+    )
     problems, cleaned = [], []
     for index, item in enumerate(items, start=1):
-        item_problems, values = _check_agent(item, tools=tools, skills=skills)
+        item_problems, values = _check_agent(item, known=known)
         label = _label(item, index, many=len(items) > 1)
         problems += [f"{label}{p}" for p in item_problems]
         cleaned.append(values)
@@ -151,8 +167,18 @@ def _label(item: Any, index: int, many: bool) -> str:
     return ""
 
 
-def _check_agent(item: Any, *, tools: set[str], skills: set[str]) -> tuple[list[str], dict]:
-    """(problems, cleaned values). The values are only meaningful when there are no problems."""
+@dataclass(frozen=True)
+class _Known:
+    """What the names in a file may refer to in this installation."""
+
+    tools: set[str]
+    skills: set[str]
+    providers: dict[str, Provider]  # by slug
+
+
+def _check_agent(item: Any, *, known: _Known) -> tuple[list[str], dict]:
+    """(problems, cleaned values). The values are only meaningful when there are no problems;
+    a cleaned "provider" is a Provider or None."""
     if not isinstance(item, dict):
         return [f"expected an agent (a mapping of settings), got {_type_name(item)}."], {}
     problems = []
@@ -163,24 +189,38 @@ def _check_agent(item: Any, *, tools: set[str], skills: set[str]) -> tuple[list[
     unknown = sorted(str(k) for k in item if k not in FIELDS and k not in ("format", "version"))
     if unknown:
         problems.append(f"unknown keys: {', '.join(unknown)} (allowed: {', '.join(FIELDS)}).")
-    missing = [k for k in FIELDS if k not in item]
+    missing = [k for k in FIELDS if k not in item and k not in OPTIONAL]
     if missing:
         problems.append(f"missing keys: {', '.join(missing)}.")
-    values = {}
+    values = dict(OPTIONAL)
     for key in FIELDS:
         if key in item:
-            problem = _check_value(key, item[key], tools=tools, skills=skills)
+            problem = _check_value(key, item[key], known=known)
             if problem:
                 problems.append(f"{key}: {problem}")
+            elif key == "provider" and item[key] is not None:
+                values[key] = known.providers[item[key]]
             else:
                 values[key] = item[key]
+    if values.get("provider") is not None and values.get("model") == "":
+        # LLM_MODEL names a model of the default server; the provider would not know it.
+        problems.append(f"model: must name a model, as the agent uses the provider {values['provider'].slug!r}.")
+    if values.get("fallback_model") and values.get("fallback_model") == values.get("model"):
+        problems.append("fallback_model: is the agent's own model; name another one or leave it empty.")
     return problems, values
 
 
-def _check_value(key: str, value: Any, *, tools: set[str], skills: set[str]) -> str:
+def _check_value(key: str, value: Any, *, known: _Known) -> str:
     """"" if `value` is right for `key`, else what is wrong with it."""
     if key in _TEXT_LIMITS:
         return _check_text(key, value, _TEXT_LIMITS[key])
+    if key == "provider":
+        if value is None or (isinstance(value, str) and value in known.providers):
+            return ""
+        if not isinstance(value, str):
+            return f"must be a provider's slug or null (the default model server), got {_type_name(value)}."
+        offered = ", ".join(sorted(known.providers)) or "none"
+        return f"no provider with the slug {value!r} here (known: {offered}); add it in the admin first, or use null."
     if key == "temperature":
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"must be a number, got {_type_name(value)}."
@@ -193,13 +233,13 @@ def _check_value(key: str, value: Any, *, tools: set[str], skills: set[str]) -> 
         if not ROUNDS_MIN <= value <= ROUNDS_MAX:
             return f"must be between {ROUNDS_MIN} and {ROUNDS_MAX}, got {value!r}."
         return ""
-    known, noun = (tools, "tool") if key == "enabled_tools" else (skills, "skill")
+    names, noun = (known.tools, "tool") if key == "enabled_tools" else (known.skills, "skill")
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         return f"must be a list of {noun} names, got {_type_name(value)}."
-    unknown = [v for v in value if v not in known]
+    unknown = [v for v in value if v not in names]
     if unknown:
         where = "registered that can be switched on" if noun == "tool" else "found on disk"
-        offered = ", ".join(sorted(known)) or "none"
+        offered = ", ".join(sorted(names)) or "none"
         return f"no {noun} named {', '.join(map(repr, unknown))} is {where} (known: {offered})."
     if len(set(value)) != len(value):
         return f"a {noun} is listed twice."

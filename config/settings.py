@@ -10,6 +10,8 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("DATA_DIR", BASE_DIR / "data")).resolve()
@@ -178,6 +180,63 @@ LLM_MODEL = os.environ.get("LLM_MODEL", "qwen2.5-coder-0.5b-instruct")
 LLM_TIMEOUT_SECONDS = float(os.environ.get("LLM_TIMEOUT_SECONDS", "120"))
 LLM_MAX_RETRIES = int(os.environ.get("LLM_MAX_RETRIES", "2"))
 LLM_MAX_TOKENS = int(os.environ.get("LLM_MAX_TOKENS", "1024"))
+
+# --- Provider API keys, encrypted at rest ---------------------------------------------------------
+# Providers added in the admin keep their API keys Fernet-encrypted in the database
+# (agents/providers.py). The keys that do it, newest first: the newest encrypts, every one of
+# them decrypts, so a new key can be put in front while older ciphertext still reads.
+HEARTH_ENCRYPTION_KEYS_FILE = DATA_DIR / "encryption_keys"
+
+
+def _encryption_keys() -> list[str]:
+    """HEARTH_ENCRYPTION_KEYS (comma-separated), else the keys in DATA_DIR/encryption_keys (one
+    a line, `#` comments allowed), a file made once with one new key, readable by its owner only.
+
+    Each must be a Fernet key (`Fernet.generate_key()`); a bad one stops every process at start
+    with a message that names its position, never its value.
+    """
+    if os.environ.get("HEARTH_ENCRYPTION_KEYS", "").strip():
+        keys, where = os.environ["HEARTH_ENCRYPTION_KEYS"].split(","), "HEARTH_ENCRYPTION_KEYS"
+    else:
+        if not HEARTH_ENCRYPTION_KEYS_FILE.exists():
+            _file_create_private(HEARTH_ENCRYPTION_KEYS_FILE, Fernet.generate_key().decode() + "\n")
+        keys, where = HEARTH_ENCRYPTION_KEYS_FILE.read_text().splitlines(), str(HEARTH_ENCRYPTION_KEYS_FILE)
+    keys = [k.strip() for k in keys if k.strip() and not k.strip().startswith("#")]
+    if not keys:
+        raise ImproperlyConfigured(f"{where} holds no encryption key.")
+    for number, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"Encryption key {number} in {where} is not a Fernet key (32 url-safe base64-encoded bytes); "
+                "make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+            ) from None
+    return keys
+
+
+def _file_create_private(path: Path, text: str) -> None:
+    """Writes `text` to a new file at `path`, mode 0600 from its first byte.
+
+    The web process and the workers start together and may both get here: the text is written
+    to a file of our own, then linked into place, so nobody ever reads a half-written file, and
+    the first one linked wins (the other's key is thrown away before anything used it).
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+HEARTH_ENCRYPTION_KEYS = _encryption_keys()
 
 # --- Tools and skills -----------------------------------------------------------------------------
 # Each agent's file tools and shell work inside WORKSPACES_DIR/<agent slug>, never outside it.

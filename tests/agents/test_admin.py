@@ -1,4 +1,5 @@
-"""The agent admin: the form's tool and skill checkboxes, the model check, export/import, skills page."""
+"""The agent admin: the form's tool and skill checkboxes, the model check, export/import, skills
+page; the provider admin, which takes an API key and never shows it again."""
 
 import html
 import json
@@ -6,12 +7,14 @@ import re
 
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from agents import tools as tool_registry
-from agents.models import Agent
+from agents.models import Agent, Provider
 from agents.models_list import model_names_list
+from agents.providers import provider_api_key_read, provider_save
 from agents.tools import Tool, tools_toggleable
 from tests.doubles.openai_server import ScriptedOpenAIServer
 from tests.factories import AgentFactory, UserFactory
@@ -23,6 +26,9 @@ ADD_URL = reverse("admin:agents_agent_add")
 CHANGELIST_URL = reverse("admin:agents_agent_changelist")
 SKILLS_URL = reverse("admin:agents_agent_skills")
 IMPORT_URL = reverse("admin:agents_agent_import")
+PROVIDER_ADD_URL = reverse("admin:agents_provider_add")
+PROVIDER_CHANGELIST_URL = reverse("admin:agents_provider_changelist")
+SECRET = "sk-proj-7Hq2ZxW9vL0p"
 
 # A tool this module registers (see the `switch_tool` fixture): off by default, and it changes things.
 TOOL = Tool(
@@ -69,8 +75,9 @@ def backend(settings):
 
 def form_data(**changes) -> dict:
     data = {
-        "name": "Helper", "slug": "helper", "description": "", "model": "", "system_prompt": "Help.",
-        "temperature": "0.7", "max_tool_rounds": "10", "enabled_tools": ["calculator"], "enabled_skills": [],
+        "name": "Helper", "slug": "helper", "description": "", "provider": "", "model": "", "fallback_model": "",
+        "system_prompt": "Help.", "temperature": "0.7", "max_tool_rounds": "10", "enabled_tools": ["calculator"],
+        "enabled_skills": [],
     }  # fmt: skip
     data.update(changes)
     return data
@@ -306,3 +313,178 @@ def test_the_skills_page_lists_skills_who_uses_them_and_problems(admin_client, s
     assert "gone" in content and "not found on disk" in content
     assert "<script>alert(1)</script>" not in content
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in content
+
+
+# --- providers --------------------------------------------------------------------------------
+
+
+def make_provider(slug="cloud", api_key=SECRET, **fields) -> Provider:
+    fields = {"name": "Cloud", "base_url": "https://llm.example.com/v1", **fields}
+    return provider_save(provider=Provider(slug=slug, **fields), api_key=api_key)
+
+
+def provider_data(**changes) -> dict:
+    data = {"name": "Cloud", "slug": "cloud", "base_url": "https://llm.example.com/v1", "api_key": ""}
+    data.update(changes)
+    return data
+
+
+def provider_url(provider) -> str:
+    return reverse("admin:agents_provider_change", args=[provider.pk])
+
+
+def test_a_provider_added_with_a_key_stores_it_encrypted(admin_client):
+    response = admin_client.post(PROVIDER_ADD_URL, provider_data(api_key=SECRET))
+
+    assert response.status_code == 302
+    provider = Provider.objects.get(slug="cloud")
+    assert SECRET not in provider.api_key_encrypted
+    assert provider_api_key_read(provider=provider) == SECRET
+
+
+def test_no_page_ever_shows_the_key(admin_client):
+    provider = make_provider()
+    AgentFactory(slug="helper", provider=provider, model="big")
+
+    pages = {
+        "change": admin_client.get(provider_url(provider)),
+        "changelist": admin_client.get(PROVIDER_CHANGELIST_URL),
+        "history": admin_client.get(reverse("admin:agents_provider_history", args=[provider.pk])),
+        "agent changelist": admin_client.get(CHANGELIST_URL),
+    }
+
+    for name, response in pages.items():
+        assert response.status_code == 200, name
+        assert SECRET not in response.content.decode(), name
+        assert provider.api_key_encrypted not in response.content.decode(), name
+    field = re.search(r'<input[^>]*name="api_key"[^>]*>', pages["change"].content.decode()).group(0)
+    assert 'type="password"' in field and "value=" not in field
+    assert '<td class="field-api_key_shown">set</td>' in pages["changelist"].content.decode()
+
+
+def test_a_provider_without_a_key_is_listed_as_not_set(admin_client):
+    make_provider(api_key="")
+    assert '<td class="field-api_key_shown">not set</td>' in admin_client.get(PROVIDER_CHANGELIST_URL).content.decode()
+
+
+def test_an_empty_key_field_keeps_the_stored_key(admin_client):
+    provider = make_provider()
+
+    response = admin_client.post(provider_url(provider), provider_data(name="Renamed"))
+
+    assert response.status_code == 302
+    provider.refresh_from_db()
+    assert (provider.name, provider_api_key_read(provider=provider)) == ("Renamed", SECRET)
+
+
+def test_a_new_key_replaces_the_stored_one(admin_client):
+    provider = make_provider()
+
+    admin_client.post(provider_url(provider), provider_data(api_key="sk-new"))
+
+    provider.refresh_from_db()
+    assert provider_api_key_read(provider=provider) == "sk-new"
+
+
+def test_the_clear_box_removes_the_stored_key(admin_client):
+    provider = make_provider()
+    assert 'name="clear_api_key"' in admin_client.get(provider_url(provider)).content.decode()
+
+    admin_client.post(provider_url(provider), provider_data(clear_api_key="on"))
+
+    provider.refresh_from_db()
+    assert provider.api_key_encrypted == ""
+    assert 'name="clear_api_key"' not in admin_client.get(provider_url(provider)).content.decode()
+
+
+def test_a_new_key_and_the_clear_box_together_are_refused(admin_client):
+    provider = make_provider()
+
+    response = admin_client.post(provider_url(provider), provider_data(api_key="sk-new", clear_api_key="on"))
+
+    assert "Either type a new key or remove the stored one" in response.content.decode()
+    provider.refresh_from_db()
+    assert provider_api_key_read(provider=provider) == SECRET
+
+
+def test_a_form_with_errors_does_not_echo_the_typed_key(admin_client):
+    response = admin_client.post(PROVIDER_ADD_URL, provider_data(base_url="ftp://nope", api_key=SECRET))
+
+    assert response.status_code == 200
+    assert "http:// or https://" in response.content.decode()
+    assert SECRET not in response.content.decode()
+    assert not Provider.objects.exists()
+
+
+def test_a_key_that_cannot_be_decrypted_is_said_not_crashed_on(admin_client, settings):
+    provider = make_provider()
+    settings.HEARTH_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+
+    changelist = admin_client.get(PROVIDER_CHANGELIST_URL).content.decode()
+    change = admin_client.get(provider_url(provider))
+
+    assert "cannot be decrypted (HEARTH_ENCRYPTION_KEYS changed?)" in changelist
+    assert change.status_code == 200
+    assert "The stored key cannot be decrypted" in html.unescape(change.content.decode())
+
+
+def test_a_provider_in_use_cannot_be_deleted(admin_client):
+    provider = make_provider()
+    AgentFactory(slug="helper", name="Helper", provider=provider, model="big")
+
+    response = admin_client.post(reverse("admin:agents_provider_delete", args=[provider.pk]), {"post": "yes"})
+
+    assert "would require deleting the following protected related objects" in response.content.decode()
+    assert Provider.objects.filter(pk=provider.pk).exists()
+
+
+# --- an agent's provider and fallback model ---------------------------------------------------
+
+
+def test_an_agent_saves_its_provider_and_fallback_model(admin_client, backend, settings):
+    provider = make_provider(base_url=backend.url)  # the scripted server lists "scripted"
+    settings.LLM_BASE_URL = closed_port_url()  # so a check against the default server would complain
+
+    response = admin_client.post(ADD_URL, form_data(provider=provider.pk, model="scripted", fallback_model="tiny"), follow=True)
+
+    agent = Agent.objects.get(slug="helper")
+    assert (agent.provider, agent.model, agent.fallback_model) == (provider, "scripted", "tiny")
+    assert [m for m in shown_messages(response) if "model" in m.lower()] == [
+        "Fallback model: The provider Cloud does not list a model named 'tiny'; runs may fail. Models it lists: scripted.",
+    ]
+    content = admin_client.get(CHANGELIST_URL).content.decode()
+    assert '<td class="field-provider_shown">Cloud</td>' in content
+
+
+def test_an_agent_with_a_provider_must_name_its_model(admin_client):
+    provider = make_provider()
+
+    response = admin_client.post(ADD_URL, form_data(provider=provider.pk, model=""))
+
+    assert "Name the model" in response.context["adminform"].form.errors["model"][0]
+    assert not Agent.objects.exists()
+
+
+def test_the_fallback_cannot_be_the_model_itself(admin_client):
+    response = admin_client.post(ADD_URL, form_data(model="scripted", fallback_model="scripted"))
+
+    assert "The fallback is the agent's own model" in response.context["adminform"].form.errors["fallback_model"][0]
+
+
+def test_the_agent_form_offers_the_providers_and_the_default(admin_client):
+    make_provider(name="Cloud")
+
+    content = admin_client.get(ADD_URL).content.decode()
+
+    select = re.search(r'<select name="provider"[^>]*>(.*?)</select>', content, re.S).group(1)
+    assert "Default model server (" in select and ">Cloud</option>" in select
+
+
+def test_exporting_an_agent_from_the_admin_holds_the_provider_slug_and_no_key(admin_client):
+    agent = AgentFactory(slug="helper", provider=make_provider(), model="big", fallback_model="small")
+
+    response = export(admin_client, "export_json", [agent])
+
+    data = json.loads(response.content)
+    assert (data["provider"], data["fallback_model"]) == ("cloud", "small")
+    assert SECRET not in response.content.decode()

@@ -8,7 +8,7 @@ import yaml
 from django.core.management import CommandError, call_command
 from django.forms.models import model_to_dict
 
-from agents.models import Agent
+from agents.models import Agent, Provider
 from agents.portability import (
     AgentImportError,
     agent_export,
@@ -18,6 +18,7 @@ from agents.portability import (
     agents_export_text,
     agents_import,
 )
+from agents.providers import provider_save
 from tests.factories import AgentFactory
 
 pytestmark = pytest.mark.django_db
@@ -33,12 +34,21 @@ def skills_dir(tmp_path, settings):
     return tmp_path / "skills"
 
 
+SECRET = "sk-home-93ab71c0"
+
+
 @pytest.fixture
-def writer():
+def home_gpu():
+    provider = Provider(slug="home-gpu", name="Home GPU", base_url="http://gpubox.internal:8080/v1")
+    return provider_save(provider=provider, api_key=SECRET)
+
+
+@pytest.fixture
+def writer(home_gpu):
     return AgentFactory(
-        slug="writer", name="Writer", description="Writes things.", model="scripted",
-        system_prompt="You write.\nLine two: ünïcode.", temperature=1.25, max_tool_rounds=7,
-        enabled_tools=["calculator"], enabled_skills=["notes"],
+        slug="writer", name="Writer", description="Writes things.", provider=home_gpu, model="scripted",
+        fallback_model="scripted-small", system_prompt="You write.\nLine two: ünïcode.", temperature=1.25,
+        max_tool_rounds=7, enabled_tools=["calculator"], enabled_skills=["notes"],
     )  # fmt: skip
 
 
@@ -60,9 +70,43 @@ def snapshot() -> list[dict]:
 def test_export_holds_every_setting_and_the_format(writer):
     assert agent_export(agent=writer) == {
         "format": "hearth-agent", "version": 1, "slug": "writer", "name": "Writer",
-        "description": "Writes things.", "model": "scripted", "system_prompt": "You write.\nLine two: ünïcode.",
-        "temperature": 1.25, "max_tool_rounds": 7, "enabled_tools": ["calculator"], "enabled_skills": ["notes"],
+        "description": "Writes things.", "provider": "home-gpu", "model": "scripted", "fallback_model": "scripted-small",
+        "system_prompt": "You write.\nLine two: ünïcode.", "temperature": 1.25, "max_tool_rounds": 7,
+        "enabled_tools": ["calculator"], "enabled_skills": ["notes"],
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_an_export_names_the_provider_but_never_holds_its_key_or_address(writer, fmt):
+    text = agent_export_text(agent=writer, fmt=fmt)
+
+    assert "home-gpu" in text
+    assert SECRET not in text
+    assert "gpubox" not in text
+    assert writer.provider.api_key_encrypted not in text
+
+
+def test_an_agent_on_the_default_server_exports_no_provider():
+    data = agent_export(agent=AgentFactory(slug="plain", provider=None))
+    assert (data["provider"], data["fallback_model"]) == (None, "")
+
+
+def test_a_file_from_before_providers_means_the_default_server_and_no_fallback(writer):
+    assert "provider" not in valid() and "fallback_model" not in valid()
+
+    agent_import(text=json.dumps(valid(model="scripted")))
+
+    writer.refresh_from_db()
+    assert (writer.provider, writer.model, writer.fallback_model) == (None, "scripted", "")
+
+
+def test_an_import_can_move_an_agent_to_a_provider(writer):
+    Agent.objects.filter(pk=writer.pk).update(provider=None, fallback_model="")
+
+    agent_import(text=json.dumps(valid(provider="home-gpu", model="big", fallback_model="small")))
+
+    writer.refresh_from_db()
+    assert (writer.provider.slug, writer.model, writer.fallback_model) == ("home-gpu", "big", "small")
 
 
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
@@ -152,6 +196,12 @@ BAD_FILES = [
     (json.dumps(valid(max_tool_rounds=3.5)), "max_tool_rounds: must be a whole number, got a number."),
     (json.dumps(valid(max_tool_rounds=True)), "max_tool_rounds: must be a whole number, got true/false."),
     (json.dumps(valid(description="x" * 501)), "description: is 501 characters long; at most 500 are allowed."),
+    (json.dumps(valid(provider="nowhere", model="big")),
+     "provider: no provider with the slug 'nowhere' here (known: home-gpu); add it in the admin first, or use null."),
+    (json.dumps(valid(provider=7)), "provider: must be a provider's slug or null (the default model server), got a number."),
+    (json.dumps(valid(provider="home-gpu", model="")), "model: must name a model, as the agent uses the provider 'home-gpu'."),
+    (json.dumps(valid(model="big", fallback_model="big")), "fallback_model: is the agent's own model"),
+    (json.dumps(valid(fallback_model=["a"])), "fallback_model: must be text, got a list."),
 ]
 
 
