@@ -4,6 +4,13 @@
  * re-fetches that turn's server-rendered partial (htmx), so a live page and a reload show the
  * same HTML. The one exception is streamed text, which is shown as it arrives — always as
  * textContent, never as HTML — until the finished message is fetched as rendered markdown.
+ *
+ * Every run event carries a per-run `seq`. The page keeps the last one it saw of each run, drops
+ * events it has seen already, and after a dropped socket asks for what it missed ("resume"), so
+ * streamed text has no holes and no repeats. When the server can no longer replay them
+ * ("run.resync") or a seq is skipped, the turn is re-read and the text goes on marked as partial.
+ * A running turn that goes quiet is re-read too, until it shows it has ended: live events can
+ * be lost (channels-redis drops them to a full channel without telling anyone).
  */
 (function () {
   "use strict";
@@ -14,6 +21,7 @@
   const WATCHDOG_SECONDS = 15;
   const SEND_TIMEOUT_SECONDS = 20;
   const MAX_BACKOFF_MS = 15000;
+  const MAX_RESUME_RUNS = 20; // chat/consumers.py refuses more in one frame
   const REFRESH_ON = new Set(["run.started", "message.started", "message.completed", "tool.finished", "run.waiting", "run.finished", "run.failed"]);
 
   const el = {
@@ -39,7 +47,8 @@
     pending: null, // {ref, timer}: a message sent and not yet accepted or refused
     refs: 0,
     runTurn: new Map(), // run id -> turn number (most events carry only the run)
-    streams: new Map(), // message id -> {text, resumed}
+    streams: new Map(), // message id -> {text, resumed, run}
+    runs: new Map(), // run id -> {seq, messageId, ended}: the last event seen, to resume after
     lastSeen: new Map(), // turn number -> time of its last event or fetch
     fetching: new Map(), // turn number -> "busy" | "again"
     openDetails: new Set(), // chips the user expanded, kept open across re-renders
@@ -137,8 +146,8 @@
   function appendDelta(ev) {
     let stream = state.streams.get(ev.message_id);
     if (!stream) {
-      // We missed the start (a reload mid-answer): show the rest, marked as partial.
-      stream = { text: "", resumed: true };
+      // We missed the start (events lost on the way): show the rest, marked as partial.
+      stream = { text: "", resumed: true, run: ev.run };
       state.streams.set(ev.message_id, stream);
     }
     stream.text += ev.delta || "";
@@ -180,22 +189,57 @@
 
   // ---- Events from the server ---------------------------------------------------------------
 
+  // Notes the event as the run's latest; false if it was seen already (a replay overlapping
+  // live events). seq counts up per run: 0 (run.queued) starts the count again, null (the
+  // sweeper's run.failed) is final.
+  function track(ev) {
+    const pos = state.runs.get(ev.run);
+    if (pos && pos.seq != null && ev.seq > 0) {
+      if (ev.seq <= pos.seq) return false;
+      if (ev.seq > pos.seq + 1) eventsLost(ev.run);
+    }
+    const ended = ev.seq == null || ev.type === "run.finished" || ev.type === "run.failed";
+    state.runs.set(ev.run, { seq: ev.seq == null ? null : ev.seq, messageId: ev.message_id == null ? null : ev.message_id, ended });
+    return true;
+  }
+
+  // Some of the run's events are gone for good: its streamed text has a hole, so it starts
+  // again from the next delta, marked as partial, and the turn is re-read from the server.
+  function eventsLost(run) {
+    state.streams.forEach((stream) => {
+      if (stream.run === run) {
+        stream.text = "";
+        stream.resumed = true;
+      }
+    });
+    if (state.runTurn.has(run)) refreshTurn(state.runTurn.get(run));
+  }
+
+  function onResync(ev) {
+    state.runTurn.set(ev.run, ev.turn);
+    // The count starts afresh from whatever comes next.
+    state.runs.set(ev.run, { seq: null, messageId: null, ended: false });
+    eventsLost(ev.run);
+  }
+
   function onFrame(ev) {
     if (ev.type === "message.accepted") return onAccepted(ev);
     if (ev.type === "error") return onRefused(ev);
     if (ev.type === "subscribed" || ev.thread == null || ev.thread !== state.thread) return;
+    if (ev.type === "run.resync") return onResync(ev);
 
     if (ev.turn != null && ev.run != null) state.runTurn.set(ev.run, ev.turn);
-    if (ev.type === "message.streamed") return appendDelta(ev);
-    if (ev.type === "message.started") state.streams.set(ev.message_id, { text: "", resumed: false });
-
+    if (ev.run != null && !track(ev)) return;
     const turn = state.runTurn.get(ev.run);
+    if (turn != null) state.lastSeen.set(turn, Date.now());
+    if (ev.type === "message.streamed") return appendDelta(ev);
+    if (ev.type === "message.started") state.streams.set(ev.message_id, { text: "", resumed: false, run: ev.run });
+
     if (turn == null) {
       // Our own new message's events can beat message.accepted; that will fetch the turn.
       if (!state.pending) resyncThread();
       return;
     }
-    state.lastSeen.set(turn, Date.now());
     if (ev.type === "run.queued") {
       ensureTurn(turn);
       refreshTurn(turn);
@@ -249,12 +293,12 @@
       state.everConnected = true;
       state.failures = 0;
       setConn("");
-      if (state.thread) send({ type: "subscribe", thread: state.thread });
-      if (reconnected) {
-        // Deltas sent while we were away are lost: a streamed text would have a hole in it.
-        state.streams.forEach((stream) => { stream.text = ""; stream.resumed = true; });
-        refreshOpenTurns();
+      if (state.thread) {
+        // Resuming joins the thread as subscribing does, and replays what we missed meanwhile.
+        const runs = resumePositions();
+        send(runs.length ? { type: "resume", thread: state.thread, runs } : { type: "subscribe", thread: state.thread });
       }
+      if (reconnected) refreshOpenTurns();
       flushPending();
     });
     socket.addEventListener("message", (e) => {
@@ -293,13 +337,29 @@
     });
   }
 
+  // The runs to resume and the last event seen of each (chat/consumers.py has the format).
+  function resumePositions() {
+    const runs = [];
+    state.runs.forEach((pos, run) => {
+      if (!pos.ended) runs.push({ run, after: pos.seq, message_id: pos.seq == null ? null : pos.messageId });
+    });
+    // A page loaded mid-answer has heard nothing of its open runs yet: from their start.
+    document.querySelectorAll('#turns > .turn[data-open="1"]').forEach((t) => {
+      const run = Number((t.dataset.runs || "").split(" ").filter(Boolean).pop());
+      if (run && !state.runs.has(run)) runs.push({ run, after: null, message_id: null });
+    });
+    return runs.slice(-MAX_RESUME_RUNS);
+  }
+
   function send(frame) {
     if (!state.socket || state.socket.readyState !== WebSocket.OPEN) return false;
     state.socket.send(JSON.stringify(frame));
     return true;
   }
 
-  // A running turn that has gone quiet is re-read: an event may have been lost on the way.
+  // A running turn that has gone quiet is re-read, again every WATCHDOG_SECONDS until the
+  // server shows it ended: its final event may have been lost on the way, and a lost
+  // run.finished must not leave a spinner for good.
   function watchdog() {
     const now = Date.now();
     document.querySelectorAll('#turns > .turn[data-open="1"]').forEach((t) => {
