@@ -60,13 +60,25 @@ class LLMClient(Protocol):
         ...
 
 
-def client_for(model: str) -> tuple[LLMClient, str]:
-    """The client and the bare model name for an agent's model string.
+def client_for(agent) -> tuple[LLMClient, str]:
+    """The client and model name for `agent`'s next model call (agent may be None: defaults).
 
-    Only the default provider (LLM_BASE_URL) is configured today, so "provider/model" strings
-    are passed through whole: llama-swap and Ollama model names often contain a slash.
+    The client passes every call through the circuit breaker of its provider and model
+    (agents.breaker). While the agent's own model's breaker is open and the agent names a
+    fallback model, the fallback is used instead, through its own breaker. Model strings are
+    passed through whole: llama-swap and Ollama model names often contain a slash.
     """
+    from .breaker import GuardedClient, breaker_is_open, breaker_key
     from .openai_client import cached_client
+    from .providers import backend_for
 
-    client = cached_client(settings.LLM_BASE_URL, settings.LLM_API_KEY, settings.LLM_TIMEOUT_SECONDS, settings.LLM_MAX_RETRIES)
-    return client, (model or settings.LLM_MODEL)
+    backend = backend_for(agent)  # raises ProviderError (an LLMError) for an unreadable key
+    model = (agent.model if agent else "") or settings.LLM_MODEL
+    fallback = agent.fallback_model if agent else ""
+    if fallback and fallback != model and breaker_is_open(breaker_key(backend.key, model)):
+        model = fallback
+    client = cached_client(
+        backend.base_url, backend.api_key, settings.LLM_TIMEOUT_SECONDS, settings.LLM_MAX_RETRIES, settings.LLM_STALL_SECONDS
+    )
+    return GuardedClient(client, key=breaker_key(backend.key, model), label=f"The model {model!r} at {backend.name}"), model
+

@@ -7,6 +7,7 @@ It writes nothing to the database. Everything that happens is reported through
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +23,29 @@ REPEAT_LIMIT = 3
 ONE_QUESTION = "Ask one question at a time; only the first was put to the user."
 
 
+class OverTime(Exception):
+    """The run's wall-time budget ran out while the model was answering."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Per-run limits beyond the round cap: a monotonic-clock deadline and total tokens."""
+
+    deadline: float | None = None
+    max_tokens: int | None = None
+    seconds: float = 0  # the budget the deadline came from, for messages
+
+    @classmethod
+    def starting_now(cls, *, seconds: float, max_tokens: int) -> Budget:
+        return cls(deadline=time.monotonic() + seconds, max_tokens=max_tokens, seconds=seconds)
+
+    def over_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+
 @dataclass
 class LoopResult:
-    # "answered", "round_cap", "repeated_call" (Run.StopReason values) or "waiting" (paused
+    # "answered", "round_cap", "repeated_call", "budget" (Run.StopReason values) or "waiting" (paused
     # on a tool that asks the user; `waiting_call_id` and `question` say for what).
     stop_reason: str
     rounds: int
@@ -46,13 +67,16 @@ def loop_run(
     emit: Emit,
     rounds_done: int = 0,
     calls_done: list[tuple[str, str]] | None = None,
+    budget: Budget | None = None,
 ) -> LoopResult:
     """Calls the model, runs the tools it asks for, and repeats until it answers in text.
 
-    Bounded three ways, each ending the run with a stated reason rather than an exception:
+    Bounded four ways, each ending the run with a stated reason rather than an exception:
     `max_rounds` model calls that asked for tools ("round_cap"); the same tool call asked
-    for a REPEAT_LIMIT-th time ("repeated_call", not run); a pausing tool (ask_user) whose
-    question waits for the user ("waiting"). Tool failures are results, so they never end the
+    for a REPEAT_LIMIT-th time ("repeated_call", not run); the `budget`'s time or tokens used
+    up before another model call ("budget"); a pausing tool (ask_user) whose question waits
+    for the user ("waiting"). Running out of time in the middle of an answer raises OverTime
+    (the caller fails the run, keeping the partial text). Tool failures are results, so they never end the
     loop. Several calls in one answer run in parallel; results are appended in call order.
     A resumed run passes the `rounds_done` and `calls_done` (name, arguments) of its earlier
     part, so the bounds hold across the pause. `messages` is extended in place.
@@ -61,8 +85,9 @@ def loop_run(
     result = LoopResult(stop_reason="answered", rounds=rounds_done)
     seen = Counter(_call_key(name, args) for name, args in calls_done or [])
     schemas = tools.schemas()
+    budget = budget or Budget()
     while True:
-        completion = _model_turn(client, model, messages, schemas, temperature, max_tokens, emit)
+        completion = _model_turn(client, model, messages, schemas, temperature, max_tokens, emit, budget)
         result.rounds += 1
         result.prompt_tokens += completion.prompt_tokens
         result.completion_tokens += completion.completion_tokens
@@ -101,6 +126,10 @@ def loop_run(
         if result.rounds >= max_rounds:
             result.stop_reason = "round_cap"
             return result
+        used = result.prompt_tokens + result.completion_tokens
+        if budget.over_time() or (budget.max_tokens is not None and used >= budget.max_tokens):
+            result.stop_reason = "budget"
+            return result
 
 
 def _call_key(name: str, arguments: str) -> tuple[str, str]:
@@ -110,16 +139,20 @@ def _call_key(name: str, arguments: str) -> tuple[str, str]:
         return name, arguments
 
 
-def _model_turn(client, model, messages, schemas, temperature, max_tokens, emit) -> Completion:
+def _model_turn(client, model, messages, schemas, temperature, max_tokens, emit, budget) -> Completion:
     emit("message.started", {})
     completion = None
-    for item in client.stream(
-        model=model, messages=messages, tools=schemas, temperature=temperature, max_tokens=max_tokens
-    ):
-        if isinstance(item, TextDelta):
-            emit("message.streamed", {"delta": item.text})
-        else:
-            completion = item
+    stream = client.stream(model=model, messages=messages, tools=schemas, temperature=temperature, max_tokens=max_tokens)
+    try:
+        for item in stream:
+            if isinstance(item, TextDelta):
+                emit("message.streamed", {"delta": item.text})
+                if budget.over_time():
+                    raise OverTime(f"The run used up its time budget ({budget.seconds:g} s) while the model was answering.")
+            else:
+                completion = item
+    finally:
+        stream.close()  # at once, so the connection and the breaker are released now, not at GC
     if completion is None:
         raise LLMError("The model's answer ended without a final chunk.", retryable=True)
     tool_calls = [c.wire() for c in completion.tool_calls]

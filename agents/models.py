@@ -106,6 +106,7 @@ class Run(models.Model):
         ANSWERED = "answered", "Answered"
         ROUND_CAP = "round_cap", "Stopped: round cap reached"
         REPEATED_CALL = "repeated_call", "Stopped: the same tool call was repeated 3 times"
+        BUDGET = "budget", "Stopped: the run's time or token budget was used up"
         ERROR = "error", "Error"
 
     thread = models.ForeignKey("chat.Thread", on_delete=models.CASCADE, related_name="runs")
@@ -118,6 +119,9 @@ class Run(models.Model):
     # channel, or a scheduled job, can submit work and be answered without new fields here.
     source = models.CharField(max_length=16, default="web")
     channel = models.JSONField(default=dict, blank=True)
+    # The model this run called last, as sent: the agent's own, or its fallback while the
+    # circuit breaker of its own was open.
+    model = models.CharField(max_length=200, blank=True)
     rounds = models.PositiveSmallIntegerField(default=0)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)

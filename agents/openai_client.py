@@ -2,7 +2,13 @@
 
 The only module that imports `openai`. Retries live in one layer: the SDK's own (connection
 errors, 408/409/429/5xx before the body starts, honouring Retry-After); nothing here retries
-again. Every failure leaves as an LLMError.
+again, and nothing is retried once the answer has started, so text already shown is never
+generated twice. Every failure leaves as an LLMError.
+
+Two clocks bound a call. `timeout` is how long the server may stay silent before the answer
+starts (a slow CPU model reading a long prompt). Once it has started, `stall_seconds` is
+how long it may go without sending an event: silence, or only keep-alive comments, for
+longer ends the call as stalled (the stall watchdog).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import secrets
+import time
 from collections.abc import Iterator
 
 import httpx2
@@ -57,8 +64,9 @@ class _ToolCallAccumulator:
 class OpenAICompatibleClient:
     """LLMClient for any server speaking OpenAI's chat completions."""
 
-    def __init__(self, *, base_url: str, api_key: str, timeout: float, max_retries: int):
+    def __init__(self, *, base_url: str, api_key: str, timeout: float, max_retries: int, stall_seconds: float | None = None):
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
+        self._stall_seconds = stall_seconds or timeout
 
     def stream(self, *, model, messages, tools, temperature, max_tokens):
         kwargs = {
@@ -79,6 +87,8 @@ class OpenAICompatibleClient:
             raise LLMError("The model server did not answer in time.", retryable=True) from exc
         except openai.APIConnectionError as exc:
             raise LLMError("Could not reach the model server.", retryable=True) from exc
+        except httpx2.ReadTimeout as exc:
+            raise LLMError(_stalled_message(self._stall_seconds), retryable=True) from exc
         except (httpx2.TransportError, openai.APIError) as exc:
             # Raised once the body has started: the SDK does not retry these.
             raise LLMError(f"The model's answer was cut off ({type(exc).__name__}).", retryable=True) from exc
@@ -94,7 +104,12 @@ class OpenAICompatibleClient:
         finish_reason = ""
         prompt_tokens = completion_tokens = 0
         with self._client.chat.completions.with_streaming_response.create(**kwargs) as response:
-            for chunk in _sse_json(response.iter_lines()):
+            # Vendor quirk, relied on and tested: httpcore reads the request's read timeout when
+            # the body starts, so from here on a silent socket fails after stall_seconds.
+            timeouts = response.http_response.request.extensions.get("timeout")
+            if isinstance(timeouts, dict):
+                timeouts["read"] = self._stall_seconds
+            for chunk in _sse_json(_watched(response.iter_lines(), self._stall_seconds)):
                 if chunk.get("error"):
                     raise LLMError(f"The model server reported an error: {_error_text(chunk['error'])}", retryable=True)
                 usage = chunk.get("usage") or {}
@@ -118,6 +133,22 @@ class OpenAICompatibleClient:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
         )
+
+
+def _watched(lines, stall_seconds: float) -> Iterator[str]:
+    """The lines, ending the stream once `stall_seconds` pass without a `data:` line: a server
+    that sends only keep-alive comments is as stuck as one that sends nothing."""
+    last_data = time.monotonic()
+    for line in lines:
+        if line.startswith("data:"):
+            last_data = time.monotonic()
+        elif time.monotonic() - last_data > stall_seconds:
+            raise LLMError(_stalled_message(stall_seconds), retryable=True)
+        yield line
+
+
+def _stalled_message(stall_seconds: float) -> str:
+    return f"The model stopped sending its answer (nothing for {stall_seconds:g} s), so it was ended."
 
 
 def _sse_json(lines) -> Iterator[dict]:
@@ -157,6 +188,8 @@ def _status_message(exc: openai.APIStatusError) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def cached_client(base_url: str, api_key: str, timeout: float, max_retries: int) -> OpenAICompatibleClient:
+def cached_client(base_url: str, api_key: str, timeout: float, max_retries: int, stall_seconds: float) -> OpenAICompatibleClient:
     # One client per backend and process: it keeps its HTTP connections open between runs.
-    return OpenAICompatibleClient(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
+    return OpenAICompatibleClient(
+        base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, stall_seconds=stall_seconds
+    )

@@ -15,7 +15,7 @@ from chat.models import Message, Thread
 
 from . import llm
 from .history import history_for_run
-from .loop import loop_run
+from .loop import Budget, OverTime, loop_run
 from .models import Agent, Run
 from .recorder import Publish, RunRecorder, lease_duration, tool_calls_interrupt
 from .skills import Skill, skills_for_agent
@@ -156,9 +156,12 @@ def run_execute(*, run: Run, publish: Publish, client: llm.LLMClient | None = No
         if agent is None:
             raise llm.LLMError("No agent is configured. Add one in the admin.", retryable=False)
         if client is None:
-            client, model = llm.client_for(agent.model)
+            client, model = llm.client_for(agent)
         else:
             model = agent.model or settings.LLM_MODEL
+        if run.model != model:
+            run.model = model
+            run.save(update_fields=["model"])
         skills = skills_for_agent(agent.enabled_skills)
         tools = ToolSet.for_agent(
             agent.enabled_tools,
@@ -184,8 +187,9 @@ def run_execute(*, run: Run, publish: Publish, client: llm.LLMClient | None = No
             emit=recorder,
             rounds_done=run.rounds,
             calls_done=_calls_done(run),
+            budget=Budget.starting_now(seconds=settings.GATEWAY_RUN_TIMEOUT_SECONDS, max_tokens=settings.GATEWAY_RUN_MAX_TOKENS),
         )
-    except llm.LLMError as exc:
+    except (llm.LLMError, OverTime) as exc:
         return recorder.fail(str(exc))
     except Exception as exc:
         log.exception("run %s failed", run.pk)

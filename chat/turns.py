@@ -81,8 +81,16 @@ class Attempt:
 
     @property
     def hit_loop_bound(self) -> bool:
-        """Stopped by the round cap or a repeated call: the reason is shown under the reply."""
-        return self.run is not None and self.run.stop_reason in (Run.StopReason.ROUND_CAP, Run.StopReason.REPEATED_CALL)
+        """Stopped by a bound (round cap, repeated call, budget): the reason is shown under the reply."""
+        return self.run is not None and self.run.stop_reason in (
+            Run.StopReason.ROUND_CAP, Run.StopReason.REPEATED_CALL, Run.StopReason.BUDGET
+        )
+
+    @property
+    def used_fallback(self) -> bool:
+        """Answered by the agent's fallback model, because its own model's breaker was open."""
+        agent = self.run.agent if self.run is not None else None
+        return bool(agent and agent.fallback_model and self.run.model == agent.fallback_model != agent.model)
 
     @property
     def can_retry(self) -> bool:

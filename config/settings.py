@@ -22,14 +22,34 @@ def _env_bool(name: str, default: bool) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _file_create_private(path: Path, text: str) -> None:
+    """Writes `text` to a new file at `path`, mode 0600 from its first byte.
+
+    The web process and the workers start together and may both get here: the text is written
+    to a file of our own, then linked into place, so nobody ever reads a half-written file, and
+    the first one linked wins (the other's key is thrown away before anything used it).
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def _secret_key() -> str:
-    """SECRET_KEY from the environment, else one generated once and kept in DATA_DIR."""
+    """SECRET_KEY from the environment, else one generated once and kept in DATA_DIR (0600)."""
     if os.environ.get("SECRET_KEY"):
         return os.environ["SECRET_KEY"]
     path = DATA_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        _file_create_private(path, secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
@@ -138,7 +158,11 @@ CHANNEL_LAYERS = {
 
 # --- Background work (django-q2) ---------------------------------------------------------------
 GATEWAY_WORKERS = int(os.environ.get("GATEWAY_WORKERS", "4"))
+# A run's wall-time budget: the loop stops asking the model once it is used up (and ends an
+# answer still streaming then); django-q2's own task timeout is a little longer, as a backstop.
 GATEWAY_RUN_TIMEOUT_SECONDS = int(os.environ.get("GATEWAY_RUN_TIMEOUT_SECONDS", "600"))
+# A run's token budget (prompt + completion, over all its model calls).
+GATEWAY_RUN_MAX_TOKENS = int(os.environ.get("GATEWAY_RUN_MAX_TOKENS", "100000"))
 # A run whose worker died is re-queued by the sweeper until it has been started this many times.
 GATEWAY_MAX_ATTEMPTS = int(os.environ.get("GATEWAY_MAX_ATTEMPTS", "3"))
 # How long a running run belongs to its worker without a sign of life; 0 = the model timeout
@@ -180,6 +204,14 @@ LLM_MODEL = os.environ.get("LLM_MODEL", "qwen2.5-coder-0.5b-instruct")
 LLM_TIMEOUT_SECONDS = float(os.environ.get("LLM_TIMEOUT_SECONDS", "120"))
 LLM_MAX_RETRIES = int(os.environ.get("LLM_MAX_RETRIES", "2"))
 LLM_MAX_TOKENS = int(os.environ.get("LLM_MAX_TOKENS", "1024"))
+# Once an answer has started, this long without an event ends it as stalled (keep-alive
+# comments do not count). LLM_TIMEOUT_SECONDS covers the wait before the answer starts.
+LLM_STALL_SECONDS = float(os.environ.get("LLM_STALL_SECONDS", "60"))
+# Circuit breaker per provider and model (agents/breaker.py): this many failed calls within
+# the window open it for LLM_BREAKER_OPEN_SECONDS; then one probe call decides.
+LLM_BREAKER_FAILURES = int(os.environ.get("LLM_BREAKER_FAILURES", "5"))
+LLM_BREAKER_WINDOW_SECONDS = float(os.environ.get("LLM_BREAKER_WINDOW_SECONDS", "60"))
+LLM_BREAKER_OPEN_SECONDS = float(os.environ.get("LLM_BREAKER_OPEN_SECONDS", "30"))
 
 # --- Provider API keys, encrypted at rest ---------------------------------------------------------
 # Providers added in the admin keep their API keys Fernet-encrypted in the database
@@ -213,27 +245,6 @@ def _encryption_keys() -> list[str]:
                 "make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
             ) from None
     return keys
-
-
-def _file_create_private(path: Path, text: str) -> None:
-    """Writes `text` to a new file at `path`, mode 0600 from its first byte.
-
-    The web process and the workers start together and may both get here: the text is written
-    to a file of our own, then linked into place, so nobody ever reads a half-written file, and
-    the first one linked wins (the other's key is thrown away before anything used it).
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.link(temporary, path)
-    except FileExistsError:
-        pass
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 HEARTH_ENCRYPTION_KEYS = _encryption_keys()

@@ -116,3 +116,12 @@ def _fresh_cache():
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _closed_breakers(redis_server):
+    """Circuit breakers live in Redis, shared by every process: each test starts with all closed."""
+    client = redis.Redis.from_url(redis_server)
+    for key in client.scan_iter(match=f"{TEST_REDIS_PREFIX}:breaker:*", count=500):
+        client.delete(key)
+    client.close()

@@ -377,7 +377,7 @@ def test_a_failed_run_shows_its_error_and_a_retry_button(signed_in, owner):
 
     html = _turn(signed_in, thread).content.decode()
 
-    assert "Half an ans" in html and "interrupted" in html
+    assert "Half an ans" in html and "incomplete" in html
     assert "Could not reach the model server." in html
     assert f'hx-post="{reverse("chat:retry", args=[run.pk])}"' in html
 

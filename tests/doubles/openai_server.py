@@ -13,6 +13,11 @@ Replies. With `script`, each chat-completions request pops the next item:
   {"tool_calls": [{"name": ..., "arguments": {...}}], "text": "optional"}
   {"status": 500, "body": {...}, "headers": {...}}  an HTTP error
   {"cut_after_tokens": N, "text": "..."}            N tokens, then the connection is dropped
+  {"hang_seconds": S, "text": "..."}                nothing at all (not even headers) for S seconds
+  {"stall_after_tokens": N, "stall_seconds": S,     N tokens, then S seconds of silence (or of
+   "keepalive": bool, "text": "..."}                 SSE comments only, with keepalive), then the rest
+  {"malformed_after_tokens": N, "text": "..."}      N tokens, then an event that is not JSON
+  {"tool_calls": [{"name": ..., "raw_arguments": "{not json"}]}   arguments sent verbatim
 An exhausted script answers 500 "script exhausted", so a test that calls the model more often
 than it planned fails loudly. Note the openai SDK retries 5xx and dropped connections by
 itself (max_retries): each retry pops another item.
@@ -218,20 +223,24 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(reply["status"], reply.get("body", {"error": {"message": "Scripted error"}}), reply.get("headers"))
         cut_after = None
         tool_calls = []
+        faults = {}
         if isinstance(reply, str):
             text = reply
         elif "cut_after_tokens" in reply:
             text, cut_after = reply.get("text", ""), reply["cut_after_tokens"]
         else:
             text = reply.get("text", "")
+            faults = {k: v for k, v in reply.items() if k not in ("text", "tool_calls")}
             tool_calls = [
                 {
                     "id": f"call_{number}_{i}",
                     "type": "function",
-                    "function": {"name": call["name"], "arguments": json.dumps(call.get("arguments", {}))},
+                    "function": {"name": call["name"], "arguments": call.get("raw_arguments", json.dumps(call.get("arguments", {})))},
                 }
                 for i, call in enumerate(reply.get("tool_calls", []))
             ]
+        if faults.get("hang_seconds"):
+            self._wait(faults["hang_seconds"])
         meta = {
             "id": f"chatcmpl-scripted-{number}",
             "created": int(time.time()),
@@ -239,7 +248,7 @@ class _Handler(BaseHTTPRequestHandler):
             "system_fingerprint": "scripted",
         }
         if body.get("stream"):
-            self._stream(body, meta, tokenize(text), tool_calls, cut_after)
+            self._stream(body, meta, tokenize(text), tool_calls, cut_after, faults)
         else:
             self._complete(body, meta, text, tool_calls, cut_after)
 
@@ -264,7 +273,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._hang_up()
         self._json(200, payload)
 
-    def _stream(self, body, meta, tokens, tool_calls, cut_after) -> None:
+    def _stream(self, body, meta, tokens, tool_calls, cut_after, faults=None) -> None:
+        faults = faults or {}
         self._start_response(200, "text/event-stream", {"Transfer-Encoding": "chunked", "Cache-Control": "no-cache"})
 
         def chunk(delta: dict, finish_reason=None) -> dict:
@@ -278,6 +288,13 @@ class _Handler(BaseHTTPRequestHandler):
         for token in tokens:
             if cut_after is not None and sent >= cut_after:
                 return self._hang_up()
+            if sent == faults.get("stall_after_tokens"):
+                self._stall(faults.get("stall_seconds", 0), faults.get("keepalive", False))
+                started -= faults.get("stall_seconds", 0)  # pacing goes on from where it was
+            if sent == faults.get("malformed_after_tokens"):
+                self._write_chunk(b'data: {"choices": [{"delta": {"content": "unterminated\n\n')
+                self._write_chunk(b"")
+                return
             self._pace(started, sent)
             self._event(chunk({"content": token}))
             sent += 1
@@ -301,6 +318,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _pace(self, started: float, sent: int) -> None:
         if self.double.tokens_per_second:
             self._wait(started + sent / self.double.tokens_per_second - time.monotonic())
+
+    def _stall(self, seconds: float, keepalive: bool) -> None:
+        if not keepalive:
+            return self._wait(seconds)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._write_chunk(b": keep-alive\n\n")  # an SSE comment: bytes, but no event
+            self._wait(min(0.2, deadline - time.monotonic()))
 
     def _wait(self, seconds: float) -> None:
         # An Event wait rather than sleep, so stop() does not wait for slow scripted streams.
