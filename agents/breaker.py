@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -97,10 +98,10 @@ class GuardedClient:
             raise LLMError(self._open_message(breaker, cause), retryable=True) from exc
 
     def _open_message(self, breaker, cause: LLMError | None) -> str:
-        until = _reopens_at(breaker).astimezone().strftime("%H:%M:%S")
+        seconds = max(1, math.ceil((_reopens_at(breaker) - datetime.now(UTC)).total_seconds()))
         reason = f"{cause} " if cause else ""
         return (
             f"{reason}{self.label} has failed {breaker.fail_max} times within "
-            f"{settings.LLM_BREAKER_WINDOW_SECONDS:g} s, so it is paused until {until}: retry after that, "
+            f"{settings.LLM_BREAKER_WINDOW_SECONDS:g} s, so it is paused for {seconds} s: retry after that, "
             "or give this agent a fallback model in the admin."
         )

@@ -249,11 +249,11 @@ def test_five_failures_open_the_breaker_and_later_runs_fail_at_once(scripted, ow
 
     runs = [_answer_once(owner, agent)[0] for _ in range(5)]
     assert all(r.status == Run.Status.FAILED for r in runs)
-    assert "paused until" in runs[-1].error and "down" in runs[-1].error
+    assert "paused for" in runs[-1].error and "down" in runs[-1].error
 
     run, published = _answer_once(owner, agent)
 
-    _assert_one_failure(run, published, "paused until")
+    _assert_one_failure(run, published, "paused for")
     assert len(server.requests) == 5  # the sixth never reached the server
     assert breaker_is_open(breaker_key("default", settings.LLM_MODEL))
 
@@ -282,7 +282,7 @@ def test_a_failed_probe_opens_the_breaker_for_another_period(scripted, owner, ag
     refused, _ = _answer_once(owner, agent)
 
     assert probe.status == Run.Status.FAILED and len(server.requests) == 6
-    assert "paused until" in refused.error and len(server.requests) == 6
+    assert "paused for" in refused.error and len(server.requests) == 6
 
 
 def test_failures_spread_beyond_the_window_do_not_open_the_breaker(scripted, owner, agent, settings):
