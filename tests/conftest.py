@@ -119,9 +119,11 @@ def _fresh_cache():
 
 
 @pytest.fixture(autouse=True)
-def _closed_breakers(redis_server):
-    """Circuit breakers live in Redis, shared by every process: each test starts with all closed."""
+def _fresh_redis_state(redis_server):
+    """Circuit breakers and run replay logs live in Redis, shared by every process: each test
+    starts with every breaker closed and no replay log (run ids are reused after a rollback)."""
     client = redis.Redis.from_url(redis_server)
-    for key in client.scan_iter(match=f"{TEST_REDIS_PREFIX}:breaker:*", count=500):
-        client.delete(key)
+    for pattern in (f"{TEST_REDIS_PREFIX}:breaker:*", f"{TEST_REDIS_PREFIX}:asgi:replay:*"):
+        for key in client.scan_iter(match=pattern, count=500):
+            client.delete(key)
     client.close()
