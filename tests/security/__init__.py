@@ -1,0 +1,1 @@
+"""Security tests (placeholder docstring; the index is written when the suites exist)."""

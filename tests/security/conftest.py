@@ -1,0 +1,110 @@
+"""Shared by the security suites: the planted secrets, the real stack (daphne, a qcluster and
+the scripted model, started once for the package) and the summary of what was tried."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from django.conf import settings
+from django.test import Client
+
+from chat.login import login_token_issue
+from tests.e2e.conftest import (
+    ModelServer,
+    Stack,
+    _accepts,
+    _free_port,
+    _spawn,
+    _stop,
+    _wait_for,
+    browser,  # noqa: F401  (the module-scoped Chromium fixture, used as it is)
+    stack_env,
+)
+
+from .corpus import corpus_load
+from .tally import tally_lines
+
+
+def pytest_terminal_summary(terminalreporter):
+    lines = tally_lines()
+    if lines:
+        terminalreporter.section("security figures")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def planted_secrets(settings, db) -> dict[str, str]:
+    """Every secret this installation holds, with recognisable test values where they are ours
+    to choose: the Django secret key, the model backend's API key and a live login token.
+    (There is no Telegram bot token setting yet; add it here when there is one.)"""
+    settings.LLM_API_KEY = f"sk-hearth-test-{secrets.token_hex(16)}"
+    return {
+        "SECRET_KEY": settings.SECRET_KEY,
+        "LLM_API_KEY": settings.LLM_API_KEY,
+        "login token": login_token_issue(),
+    }
+
+
+def secrets_found(text: str, planted: dict[str, str]) -> list[str]:
+    """The names of the planted secrets that occur in `text`."""
+    return [name for name, value in planted.items() if value and value in text]
+
+
+# --- The real stack, once for the whole package --------------------------------------------------
+
+
+@pytest.fixture(scope="package")
+def hostile_skills_dir(tmp_path_factory) -> Path:
+    """A skills folder with one skill per XSS payload, the payload in every shown field."""
+    root = tmp_path_factory.mktemp("hostile-skills")
+    for n, payload in enumerate(corpus_load("xss_corpus.txt"), start=1):
+        folder = root / f"xss-{n}"
+        folder.mkdir()
+        front = {
+            "name": f"xss-{n}", "description": payload, "license": payload, "compatibility": payload,
+            "metadata": {"author": payload}, "allowed-tools": payload,
+        }  # fmt: skip
+        (folder / "SKILL.md").write_text(f"---\n{yaml.safe_dump(front, allow_unicode=True)}---\n{payload}\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="package")
+def stack(django_db_setup, redis_server, hostile_skills_dir, tmp_path_factory):
+    """daphne + a qcluster on the test database, as tests/e2e/conftest.py starts them, but
+    once for every module here, and with the hostile skills folder. The model server is in
+    rule mode; a test sets `stack.model.server.script` for scripted answers."""
+    port = _free_port()
+    model = ModelServer(port=_free_port())
+    model.start()
+    env = {
+        **stack_env(model.url),
+        "PORT": str(port),
+        "PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "GATEWAY_WORKERS": "1",
+        "DJANGO_DEBUG": "0",
+        "SKILLS_DIRS": str(hostile_skills_dir),
+        "WORKSPACES_DIR": str(tmp_path_factory.mktemp("stack-workspaces")),
+    }
+    stack = Stack(base_url=f"http://127.0.0.1:{port}", env=env, model=model, logs=tmp_path_factory.mktemp("stack"))
+    try:
+        _spawn(stack, "daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"])
+        qcluster_log = stack.logs / "qcluster.log"
+        _spawn(stack, "qcluster", [sys.executable, "manage.py", "worker"])
+        _wait_for(stack, "daphne", lambda: _accepts(port))
+        _wait_for(stack, "qcluster", lambda: "running." in qcluster_log.read_text(errors="replace"))
+        yield stack
+    finally:
+        _stop(stack.processes)
+        model.stop()
+
+
+def session_cookie_for(owner) -> str:
+    """A session for `owner` stored in the shared database: what a login link would give."""
+    client = Client()
+    client.force_login(owner)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
