@@ -3,11 +3,13 @@ the scripted model, started once for the package) and the summary of what was tr
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 from pathlib import Path
 
 import pytest
+import redis
 import yaml
 from django.conf import settings
 from django.test import Client
@@ -77,7 +79,11 @@ def hostile_skills_dir(tmp_path_factory) -> Path:
 def stack(django_db_setup, redis_server, hostile_skills_dir, tmp_path_factory):
     """daphne + a qcluster on the test database, as tests/e2e/conftest.py starts them, but
     once for every module here, and with the hostile skills folder. The model server is in
-    rule mode; a test sets `stack.model.server.script` for scripted answers."""
+    rule mode; a test sets `stack.model.server.script` for scripted answers.
+
+    The stack gets a Redis prefix of its own: its qcluster would otherwise take the tasks
+    that in-process tests here queue and work off themselves (tests/worker.py)."""
+    prefix = f"{os.environ['REDIS_PREFIX']}-security-stack"
     port = _free_port()
     model = ModelServer(port=_free_port())
     model.start()
@@ -89,6 +95,7 @@ def stack(django_db_setup, redis_server, hostile_skills_dir, tmp_path_factory):
         "DJANGO_DEBUG": "0",
         "SKILLS_DIRS": str(hostile_skills_dir),
         "WORKSPACES_DIR": str(tmp_path_factory.mktemp("stack-workspaces")),
+        "REDIS_PREFIX": prefix,
     }
     stack = Stack(base_url=f"http://127.0.0.1:{port}", env=env, model=model, logs=tmp_path_factory.mktemp("stack"))
     try:
@@ -101,6 +108,15 @@ def stack(django_db_setup, redis_server, hostile_skills_dir, tmp_path_factory):
     finally:
         _stop(stack.processes)
         model.stop()
+        _redis_keys_delete(prefix)
+
+
+def _redis_keys_delete(prefix: str) -> None:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for pattern in (f"{prefix}:*", f"django_q:{prefix}:*"):
+        for key in client.scan_iter(match=pattern, count=500):
+            client.delete(key)
+    client.close()
 
 
 def session_cookie_for(owner) -> str:
