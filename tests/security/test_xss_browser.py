@@ -33,6 +33,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from agents.models import Agent, Run
+from agents.portability import agents_export_text
 from agents.services import agents_seed
 from chat.login import owner_get
 from chat.models import Message, Thread
@@ -339,6 +340,12 @@ def test_the_corpus_in_every_admin_place_runs_and_fetches_nothing(watch, world):
     watch.visit("/admin/agents/run/")
     watch.visit("/admin/chat/message/")
     message_list = page.locator("#result_list").inner_text()
+    # Importing the agents back names every one of them in the admin's message.
+    watch.visit("/admin/agents/agent/import/")
+    page.locator("#id_text").fill(agents_export_text(agents=world.agents, fmt="json"))
+    page.locator('input[type="submit"]').click()
+    expect(page.locator(".messagelist")).to_contain_text(f"Imported {len(world.agents)} agents")
+    watch.audit("after the import")
     page.wait_for_timeout(300)
 
     names = [a.name for a in world.agents]
@@ -350,6 +357,7 @@ def test_the_corpus_in_every_admin_place_runs_and_fetches_nothing(watch, world):
         + covered([t.title for t in world.titled])  # thread list
         + len(PAYLOADS) * 5  # monitor: message, tool arguments, result, agent, run error
         + covered([message_list])  # message list (the first page, 60 characters each)
+        + covered(names)  # the import's message
     )
     _assert_nothing_happened(watch, inputs, "XSS, admin pages")
 
