@@ -10,6 +10,8 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
+from chat.admin import ModelAdmin
+
 from .forms import AgentForm, AgentImportForm, ProviderForm
 from .models import Agent, Provider, Run
 from .models_list import agent_model_warnings
@@ -27,7 +29,7 @@ EXPORT_CONTENT_TYPES = {"json": "application/json", "yaml": "application/yaml"}
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(ModelAdmin):
     form = AgentForm
     list_display = (
         "name", "slug", "provider_shown", "model_shown", "is_default", "round_cap", "tool_count", "skill_count", "updated_at",
@@ -144,7 +146,7 @@ class AgentAdmin(admin.ModelAdmin):
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(ModelAdmin):
     """Providers and their API keys. A key is typed in and never shown again: the pages say
     only whether one is stored (agents/providers.py keeps it encrypted)."""
 
@@ -178,7 +180,7 @@ class ProviderAdmin(admin.ModelAdmin):
 
 
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(ModelAdmin):
     """Read-only: runs are written by the workers."""
 
     list_display = ("id", "thread_link", "agent", "status", "stop_reason_label", "rounds", "source", "accepted_at", "finished_at")

@@ -14,6 +14,7 @@ creates/updates every agent it holds or changes nothing.
 from __future__ import annotations
 
 import json
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +26,26 @@ from django.db import transaction
 from .models import Agent, Provider
 from .skills import skills_discover
 from .tools import tools_toggleable
+
+# Values quoted back in problems are cut short: a file's junk must not become a huge page.
+_quoter = reprlib.Repr()  # keyword arguments only from Python 3.12
+_quoter.maxstring = _quoter.maxother = 80
+_quoter.maxlist = _quoter.maxdict = 6
+_quoter.maxlevel = 2
+_quote = _quoter.repr
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load without anchors/aliases: agent files never need them, and aliases expand
+    exponentially (a few hundred bytes can become gigabytes: the "billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in agent files", self.peek_event().start_mark
+            )
+        return super().compose_node(parent, index)
+
 
 FORMAT = "hearth-agent"
 VERSION = 1
@@ -151,8 +172,12 @@ def _parse(text: str) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise AgentImportError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
+        except RecursionError:
+            raise AgentImportError("Not an agent file: it is nested too deeply.") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 -- a SafeLoader subclass
+    except RecursionError:
+        raise AgentImportError("Not an agent file: it is nested too deeply.") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
@@ -183,12 +208,13 @@ def _check_agent(item: Any, *, known: _Known) -> tuple[list[str], dict]:
         return [f"expected an agent (a mapping of settings), got {_type_name(item)}."], {}
     problems = []
     if "format" in item and item["format"] != FORMAT:
-        problems.append(f"format must be {FORMAT!r}, not {item['format']!r}.")
+        problems.append(f"format must be {FORMAT!r}, not {_quote(item['format'])}.")
     if "version" in item and item["version"] != VERSION:
-        problems.append(f"version {item['version']!r} is not supported (this Hearth reads version {VERSION}).")
-    unknown = sorted(str(k) for k in item if k not in FIELDS and k not in ("format", "version"))
+        problems.append(f"version {_quote(item['version'])} is not supported (this Hearth reads version {VERSION}).")
+    unknown = sorted(str(k)[:80] for k in item if k not in FIELDS and k not in ("format", "version"))
     if unknown:
-        problems.append(f"unknown keys: {', '.join(unknown)} (allowed: {', '.join(FIELDS)}).")
+        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        problems.append(f"unknown keys: {shown} (allowed: {', '.join(FIELDS)}).")
     missing = [k for k in FIELDS if k not in item and k not in OPTIONAL]
     if missing:
         problems.append(f"missing keys: {', '.join(missing)}.")
@@ -240,7 +266,7 @@ def _check_value(key: str, value: Any, *, known: _Known) -> str:
     if unknown:
         where = "registered that can be switched on" if noun == "tool" else "found on disk"
         offered = ", ".join(sorted(names)) or "none"
-        return f"no {noun} named {', '.join(map(repr, unknown))} is {where} (known: {offered})."
+        return f"no {noun} named {', '.join(map(_quote, unknown[:10]))} is {where} (known: {offered})."
     if len(set(value)) != len(value):
         return f"a {noun} is listed twice."
     return ""

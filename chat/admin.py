@@ -7,13 +7,31 @@ in a message was written by a person, a model or a tool, so it is only ever show
 
 import json
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Exists, Max, OuterRef
 
 from .models import Message, Thread
 
 # chat sits below agents, so the Run model is reached through Thread.runs, not imported.
 Run = Thread._meta.get_field("runs").related_model
+
+
+class ModelAdmin(admin.ModelAdmin):
+    """Django's ModelAdmin, refusing an action on ids that are not ids of this model.
+
+    Django filters `pk__in=<posted ids>` unchecked, so a forged "abc" was a 500.
+    """
+
+    def response_action(self, request, queryset):
+        try:
+            for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+                self.model._meta.pk.to_python(value)
+        except ValidationError:
+            self.message_user(request, "Those are not ids of items in this list; nothing was done.", messages.ERROR)
+            return None
+        return super().response_action(request, queryset)
 
 
 class FailedRunsFilter(admin.SimpleListFilter):
@@ -33,7 +51,7 @@ class FailedRunsFilter(admin.SimpleListFilter):
 
 
 @admin.register(Thread)
-class ThreadAdmin(admin.ModelAdmin):
+class ThreadAdmin(ModelAdmin):
     """Threads are written by the chat, never here: no adding or editing, deleting is allowed."""
 
     list_display = ("__str__", "default_agent", "status", "message_count", "last_activity", "created_at")
@@ -102,7 +120,7 @@ def _pretty_json(text) -> str:
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ModelAdmin):
     list_display = ("id", "thread", "turn", "role", "agent", "source", "status", "created_at")
     list_filter = ("role", "status", "source")
     search_fields = ("content",)

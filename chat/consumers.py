@@ -98,14 +98,15 @@ class ChatConsumer(JsonWebsocketConsumer):
             return self._error(f"Frame too large (limit {MAX_FRAME_BYTES // 1024} KB).")
         try:
             content = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested deeper than Python goes
             return self._error("That frame is not valid JSON.")
         if not isinstance(content, dict):
             return self._error("A frame must be a JSON object with a \"type\".")
         handlers = {"subscribe": self._subscribe, "resume": self._resume, "message.send": self._send_message}
-        handler = handlers.get(content.get("type"))
+        kind = content.get("type")
+        handler = handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
-            return self._error(f"Unknown frame type {str(content.get('type'))[:40]!r}.", content.get("ref"))
+            return self._error(f"Unknown frame type {str(kind)[:40]!r}.", content.get("ref"))
         handler(content)
 
     def _subscribe(self, content):
@@ -170,9 +171,11 @@ class ChatConsumer(JsonWebsocketConsumer):
         self.send_json(message["event"])
 
     def _own_thread(self, thread_id) -> Thread | None:
+        if isinstance(thread_id, bool):  # JSON true would otherwise read as thread 1
+            return None
         try:
             return thread_get(owner=self.user, thread_id=int(thread_id))
-        except (Thread.DoesNotExist, TypeError, ValueError):
+        except (Thread.DoesNotExist, TypeError, ValueError, OverflowError):  # 1e309 is inf
             return None
 
     def _join(self, thread_id: int) -> None:

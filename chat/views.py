@@ -90,7 +90,7 @@ def sidebar(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "chat/_sidebar.html",
-        {"threads": selectors.thread_list(owner=request.user), "active_id": int(active) if active.isdigit() else None},
+        {"threads": selectors.thread_list(owner=request.user), "active_id": int(active) if active.isascii() and active.isdigit() else None},
     )
 
 

@@ -91,6 +91,10 @@ def _clean_text(text) -> str:
     if not isinstance(text, str):
         raise SubmissionRejected("A message must be text.")
     text = text.replace("\x00", "").strip()
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON) cannot be stored
+        raise SubmissionRejected("That message holds a broken character (half of a UTF-16 pair).") from None
     if not text:
         raise SubmissionRejected("Type a message first: it is empty.")
     limit = settings.GATEWAY_MAX_MESSAGE_CHARS
@@ -107,7 +111,7 @@ def _thread_for(owner, thread_id) -> Thread:
     try:
         # The row lock keeps turn numbers and run order straight when two channels write at once.
         return Thread.objects.select_for_update().get(pk=int(thread_id), owner=owner)
-    except (Thread.DoesNotExist, TypeError, ValueError):
+    except (Thread.DoesNotExist, TypeError, ValueError, OverflowError):  # int(1e309) overflows
         raise SubmissionRejected("That thread does not exist (it may have been deleted).") from None
 
 

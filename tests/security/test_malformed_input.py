@@ -7,9 +7,10 @@ websocket protocol with the `websockets` client. tests/chat/test_consumers.py al
 frames that are not JSON, not an object, of an unknown type, binary or over 256 KB; here are
 valid JSON frames with the wrong types inside.
 
-Tests marked xfail(strict=True) are real defects found by this suite in code this suite does
-not own; each reason says where the fix goes. When a fix lands, the test passes, strict xfail
-turns that into a failure, and the mark comes off.
+The defects this suite found (each a 500 or a dead consumer) are fixed; their tests stay:
+admin actions on forged ids, a non-ASCII digit in ?active=, deeply nested or alias-bomb
+agent files, and frames with an infinite thread id, an unhashable type, deep nesting or a
+lone surrogate.
 """
 
 from __future__ import annotations
@@ -145,12 +146,6 @@ def test_every_post_endpoint_answers_malformed_bodies_without_a_500_and_keeps_se
     assert Thread.objects.filter(pk=site.thread.pk).exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Django admin's response_action filters pk__in=_selected_action unchecked: a non-numeric id is a "
-    "ValueError, a 500 (agents/admin.py and chat/admin.py could validate the ids in response_action). "
-    "Only the signed-in owner with a valid CSRF token can send it.",
-)
 def test_an_admin_action_on_a_non_numeric_id_is_refused_without_a_500(site):
     status, _ = site.request("POST", "/admin/agents/agent/", b"action=export_json&_selected_action=abc")
 
@@ -173,14 +168,7 @@ def test_signing_out_with_a_malformed_body_signs_out_and_the_server_goes_on(site
         "?active=99999999999999999999999",
         "?active=%00",
         "?active=-1",
-        pytest.param(
-            "?active=%C2%B2",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="chat/views.py sidebar: '²'.isdigit() is True but int('²') raises, a 500; use str.isdecimal() "
-                "(or isascii() and isdigit())",
-            ),
-        ),
+        "?active=%C2%B2",  # "²": str.isdigit() says yes, int() says no
     ],
 )
 def test_the_sidebar_refuses_odd_active_ids_without_a_500(site, query):
@@ -213,11 +201,6 @@ def _alias_bomb(levels: int) -> str:
     return "\n".join(lines + [f"format: *a{levels - 1}", "slug: bomb"]) + "\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agents/portability.py _parse: json.loads and yaml.safe_load raise RecursionError on deep nesting, "
-    "which is not caught (a 500); catch it and raise AgentImportError('nested too deeply')",
-)
 @pytest.mark.parametrize("text", ["[" * 100_000, "- " * 5_000 + "x"], ids=["JSON", "YAML"])
 def test_importing_a_deeply_nested_file_is_refused_with_a_reason(site, text):
     status, page = site.request("POST", "/admin/agents/agent/import/", urlencode({"text": text}).encode())
@@ -226,12 +209,6 @@ def test_importing_a_deeply_nested_file_is_refused_with_a_reason(site, text):
     assert site.still_serves()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agents/portability.py: yaml.safe_load expands aliases and the error message repr()s the result: "
-    "260 bytes make a 1 MB page, 8 levels (~400 bytes) take ~110 s and 1.5 GB; refuse aliases (a SafeLoader "
-    "whose compose_node rejects AliasEvent) and cut values in messages (reprlib)",
-)
 def test_a_yaml_alias_bomb_is_refused_without_expanding_it(site):
     status, page = site.request("POST", "/admin/agents/agent/import/", urlencode({"text": _alias_bomb(5)}).encode())
 
@@ -242,15 +219,6 @@ def test_a_yaml_alias_bomb_is_refused_without_expanding_it(site):
 
 # --- Websocket frames -------------------------------------------------------------------------
 
-_OVERFLOW = (
-    "chat/consumers.py _own_thread and gateway/services.py _thread_for: int(1e309) raises OverflowError, "
-    "which is not caught: the consumer dies and the socket closes (1011); catch OverflowError too, or accept "
-    "only int (not bool) thread ids"
-)
-_UNHASHABLE = (
-    'chat/consumers.py receive: a "type" that is a list or object is looked up in a dict (TypeError: unhashable): '
-    "the consumer dies; check isinstance(type, str) first"
-)
 BAD_FRAMES = [
     ('{"type": "subscribe", "thread": {"$gt": 0}}', "That thread does not exist."),
     ('{"type": "subscribe", "thread": [1]}', "That thread does not exist."),
@@ -264,25 +232,13 @@ BAD_FRAMES = [
     ('{"type": "message.send", "thread": null, "agent": ["x"], "text": "hi"}', "There is no agent called \"['x']\"."),
     ('{"type": "message.send", "thread": null, "text": "' + "x" * 60_000 + '"}', "That message is 60,000 characters long; the limit is 50,000."),
     ('"just a string"', 'A frame must be a JSON object with a "type".'),
-    # The exact wording is the fixer's choice: None asks only for an error frame.
-    pytest.param('{"type": "subscribe", "thread": 1e309}', None, marks=pytest.mark.xfail(strict=True, reason=_OVERFLOW)),
-    pytest.param(
-        '{"type": "message.send", "thread": -1e309, "text": "hi"}', None,
-        marks=pytest.mark.xfail(strict=True, reason=_OVERFLOW),
-    ),  # fmt: skip
-    pytest.param('{"type": ["subscribe"]}', None, marks=pytest.mark.xfail(strict=True, reason=_UNHASHABLE)),
-    pytest.param('{"type": {"a": 1}}', None, marks=pytest.mark.xfail(strict=True, reason=_UNHASHABLE)),
-    pytest.param(
-        "[" * 50_000 + "]" * 50_000, None,
-        marks=pytest.mark.xfail(strict=True, reason="chat/consumers.py receive: json.loads raises RecursionError on deep "
-                                "nesting (100 KB is under the frame limit), not ValueError: catch it as invalid JSON"),
-    ),  # fmt: skip
-    pytest.param(
-        '{"type": "message.send", "thread": null, "text": "\\ud800 half a character"}', None,
-        marks=pytest.mark.xfail(strict=True, reason="gateway/services.py _clean_text: a lone surrogate (JSON \\ud800) "
-                                "passes and the INSERT raises UnicodeEncodeError: the consumer dies. Refuse text "
-                                "that does not encode as UTF-8 with a SubmissionRejected"),
-    ),  # fmt: skip
+    # Defects this suite found (each once killed the consumer); any error frame will do.
+    ('{"type": "subscribe", "thread": 1e309}', None),  # int(inf): OverflowError
+    ('{"type": "message.send", "thread": -1e309, "text": "hi"}', None),
+    ('{"type": ["subscribe"]}', None),  # an unhashable "type"
+    ('{"type": {"a": 1}}', None),
+    ("[" * 50_000 + "]" * 50_000, None),  # RecursionError in json.loads, under the frame limit
+    ('{"type": "message.send", "thread": null, "text": "\\ud800 half a character"}', None),  # a lone surrogate
 ]
 
 
