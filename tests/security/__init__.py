@@ -2,8 +2,8 @@
 
 Run: `DATA_DIR=data/test-sec .venv/bin/pytest tests/security`. The figures (payloads tried,
 executions, leaks) are printed at the end under "security figures" (tests/security/tally.py).
-Tests marked xfail(strict=True) are defects these tests found in code they do not own; each
-reason names the fix, and the mark comes off when the fix lands.
+A defect found in code these tests do not own is first kept as an xfail(strict=True) test
+whose reason names the fix; the mark comes off when the fix lands.
 
 Which test covers which attack (OWASP Top 10 for LLM applications 2025, and the web):
 
@@ -20,7 +20,7 @@ LLM02 sensitive information disclosure
     ::test_a_refusal_is_logged_as_a_warning_without_the_token.
 LLM03 supply chain
     test_malformed_input.py: agent files for import that nest too deeply or expand YAML aliases
-    (strict xfails: agents/portability.py). tests/test_packaging.py pins versions.
+    (a 400-byte file once took ~110 s and 1.5 GB). tests/test_packaging.py pins versions.
 LLM05 improper output handling (stored XSS, streamed XSS)
     test_xss_browser.py: 64 payloads (xss_corpus.txt) in every place user, model and admin text is
     shown, live over the websocket too, in Chromium: nothing runs, nothing foreign is fetched,
