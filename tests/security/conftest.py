@@ -27,7 +27,7 @@ from tests.e2e.conftest import (
     stack_env,
 )
 
-from .corpus import corpus_load
+from .corpus import corpus_load, corpus_packed
 from .tally import tally_lines
 
 
@@ -60,18 +60,23 @@ def secrets_found(text: str, planted: dict[str, str]) -> list[str]:
 # --- The real stack, once for the whole package --------------------------------------------------
 
 
+# Skill texts hold the XSS corpus packed 500 characters at a time (a skill's compatibility
+# field is at most 500 long): a few skills carry every payload in every field.
+HOSTILE_SKILL_TEXTS = corpus_packed([p.replace("\x00", "") for p in corpus_load("xss_corpus.txt")], 500)
+
+
 @pytest.fixture(scope="package")
 def hostile_skills_dir(tmp_path_factory) -> Path:
-    """A skills folder with one skill per XSS payload, the payload in every shown field."""
+    """A skills folder whose skills carry the XSS payloads in every field that is shown."""
     root = tmp_path_factory.mktemp("hostile-skills")
-    for n, payload in enumerate(corpus_load("xss_corpus.txt"), start=1):
+    for n, text in enumerate(HOSTILE_SKILL_TEXTS, start=1):
         folder = root / f"xss-{n}"
         folder.mkdir()
         front = {
-            "name": f"xss-{n}", "description": payload, "license": payload, "compatibility": payload,
-            "metadata": {"author": payload}, "allowed-tools": payload,
+            "name": f"xss-{n}", "description": text, "license": text, "compatibility": text,
+            "metadata": {"author": text}, "allowed-tools": text,
         }  # fmt: skip
-        (folder / "SKILL.md").write_text(f"---\n{yaml.safe_dump(front, allow_unicode=True)}---\n{payload}\n", encoding="utf-8")
+        (folder / "SKILL.md").write_text(f"---\n{yaml.safe_dump(front, allow_unicode=True)}---\n{text}\n", encoding="utf-8")
     return root
 
 

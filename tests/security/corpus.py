@@ -25,3 +25,15 @@ def corpus_load(name: str) -> list[str]:
     """The payloads in tests/security/<name>, in file order."""
     lines = (HERE / name).read_text(encoding="utf-8").splitlines()
     return [_ESCAPE.sub(_decode, line) for line in lines if line.strip() and not line.startswith("# ")]
+
+
+def corpus_packed(payloads: list[str], limit: int) -> list[str]:
+    """The payloads joined by spaces into as few strings of at most `limit` characters as will
+    hold them, in order: a field shown once per page (a title, a name) then carries several."""
+    packs: list[str] = []
+    for payload in payloads:
+        if packs and len(packs[-1]) + 1 + len(payload) <= limit:
+            packs[-1] += " " + payload
+        else:
+            packs.append(payload[:limit])
+    return packs
