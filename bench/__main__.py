@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from . import concurrency, footprint, pipeline, real_model, report
+from . import concurrency, footprint, pipeline, real_model, report, sqlite_load
 from .backend import Backend
 from .figures import Row, Spread
 from .stack import BASE_DIR, Stack, bench_env
@@ -26,8 +26,8 @@ HARD_STOP_SECONDS = 570  # a block still running then is interrupted (its `with`
 CONVERSATIONS = (10, 20, 50)
 MANY_WORKERS = 50  # one worker process per conversation at the largest N
 
-TTFT, STREAM, CONC, FOOT, DOMAIN, BROKER, MODEL = (
-    "1 TTFT", "2 streaming", "3 concurrency", "4 footprint", "5 domain", "6 broker", "7 real model")
+TTFT, STREAM, CONC, FOOT, DOMAIN, BROKER, MODEL, LOAD = (
+    "1 TTFT", "2 streaming", "3 concurrency", "4 footprint", "5 domain", "6 broker", "7 real model", sqlite_load.SECTION)
 
 
 class OutOfTime(Exception):
@@ -143,6 +143,12 @@ def domain(run: Run, backend: Backend) -> None:
     run.add(rows)
 
 
+def sqlite_under_load(run: Run, backend: Backend) -> None:
+    """The default stack on SQLite under sustained chat and page traffic (bench/sqlite_load.py)."""
+    with Stack(name="sqlite", llm_url=backend.url) as stack:
+        run.add(sqlite_load.rows(sqlite_load.load(stack, backend), section=LOAD))
+
+
 def model(run: Run, backend: Backend) -> None:
     why = real_model.unavailable()
     if why:
@@ -158,6 +164,7 @@ BLOCKS = {
     "launch": (FOOT, "make run to the login URL", 30, launch),
     "workers": (CONC, f"{MANY_WORKERS} workers", 120, many_workers),
     "domain": (DOMAIN, "domain", 45, domain),
+    "sqlite": (LOAD, "SQLite under load", sqlite_load.SECONDS + 60, sqlite_under_load),
     "model": (MODEL, "real model", 90, model),
 }
 

@@ -6,7 +6,9 @@
 redis runs only when REDIS_URL is unset and llm only when LLM_BASE_URL is unset; the others
 are then used as they are. Once daphne (and our model) answer, a banner prints a one-time
 login URL. Ctrl-C (or SIGTERM) stops everything: each process gets SIGTERM, and whatever is
-left of its process group SIGKILL after STOP_GRACE_SECONDS, so a stop is bounded.
+left of its process group SIGKILL after STOP_GRACE_SECONDS, so a stop is bounded. The worker
+hands its runs in flight back to the queue first (gateway/shutdown.py); the next start goes on
+with them.
 """
 
 from __future__ import annotations
@@ -86,15 +88,17 @@ class StopInOrder:
       and its parent never finishes stopping. So SIGTERM goes to the leader only (every
       Procfile entry `exec`s its real process, which stops its own children); the SIGKILL
       after the grace still goes to the group.
-    - qcluster stopping after Redis is gone retries the broker until it is killed. So the
-      embedded Redis gets its SIGTERM once the worker has exited.
+    - qcluster stopping after Redis is gone retries the broker until it is killed, and the
+      worker's runs in flight still need the model and Redis while they finish or hand
+      themselves back to the queue (gateway/shutdown.py). So the embedded Redis and the
+      embedded model get their SIGTERM once the worker has exited.
     """
 
     def __init__(self, manager):
         self._processes = manager._processes  # name -> {"pid", "returncode"}, kept by honcho
 
     def terminate(self, pid: int) -> None:
-        if pid == self._pid("redis") and self._pid("worker"):
+        if pid in (self._pid("redis"), self._pid("llm")) and self._pid("worker"):
             threading.Thread(target=self._terminate_after_worker, args=(pid,), daemon=True).start()
         else:
             _signal(pid, signal.SIGTERM)

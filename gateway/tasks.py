@@ -10,8 +10,16 @@ import functools
 from django_q.brokers import Broker, get_broker
 from django_q.tasks import async_task
 
-from agents.services import run_claim_next, run_execute, run_has_queued, runs_recover
+from agents.models import Run
+from agents.services import (
+    run_claim_next,
+    run_execute,
+    run_has_queued,
+    run_queued_thread_ids,
+    runs_recover,
+)
 
+from . import shutdown
 from .events import RunPublisher, publish_run_expired, publish_run_queued
 
 
@@ -33,18 +41,26 @@ def thread_process(thread_id: int) -> None:
     """Runs the thread's oldest queued run, then hands the rest of the queue to a new task.
 
     Does nothing if a run of this thread is already running: that worker enqueues the next
-    one when it ends, so runs of one thread go one at a time, in order.
+    one when it ends, so runs of one thread go one at a time, in order. Does nothing either
+    once this worker is stopping (gateway.shutdown): the run stays queued for the next
+    worker. A run the stop hands back (released) is announced as queued again.
     """
-    run = run_claim_next(thread_id=thread_id)
-    if run is None:
-        return
-    publisher = RunPublisher(thread_id=thread_id, run_id=run.pk, source=run.source)
-    try:
-        run_execute(run=run, publish=publisher)
-    finally:
-        publisher.close()
-    if run_has_queued(thread_id=thread_id):
-        thread_enqueue(thread_id)
+    with shutdown.task_running():
+        if shutdown.stopping():
+            return
+        run = run_claim_next(thread_id=thread_id)
+        if run is None:
+            return
+        publisher = RunPublisher(thread_id=thread_id, run_id=run.pk, source=run.source)
+        try:
+            with shutdown.run_in_flight(run.pk):
+                run = run_execute(run=run, publish=shutdown.interruptible(publisher))
+        finally:
+            publisher.close()
+        if run.status == Run.Status.QUEUED:
+            publish_run_queued(run)
+        if run_has_queued(thread_id=thread_id):
+            thread_enqueue(thread_id)
 
 
 def runs_sweep() -> int:
@@ -62,3 +78,19 @@ def runs_sweep() -> int:
         if run_has_queued(thread_id=thread_id):
             thread_enqueue(thread_id)
     return len(requeued) + len(failed)
+
+
+def threads_wake() -> int:
+    """Takes back what a stop or a crash left behind, and wakes every thread that has a run
+    to answer: expired leases first (runs_sweep), then each thread with a queued run and
+    none running, whose task may have been lost (tasks a stopped worker had already taken
+    off the broker, or the Redis broker's tasks in a killed worker). A thread whose task is
+    in fact still queued gets a second one, which finds nothing to claim.
+
+    Enqueued by `manage.py worker` when it starts. Returns how many threads it woke.
+    """
+    runs_sweep()
+    thread_ids = run_queued_thread_ids()
+    for thread_id in thread_ids:
+        thread_enqueue(thread_id)
+    return len(thread_ids)
