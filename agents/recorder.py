@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from chat.models import Message
@@ -52,6 +54,16 @@ def tool_calls_interrupt(*, run: Run) -> int:
     return run.messages.filter(role=Message.Role.TOOL, status=Message.Status.STREAMING).update(
         status=Message.Status.COMPLETE, is_error=True, content=INTERRUPTED_RESULT, completed_at=timezone.now()
     )
+
+
+class RunInterrupted(BaseException):
+    """Raised through the loop (by the `publish` callable, after a step is stored) when the
+    worker is stopping and the run must be handed back rather than finished.
+
+    A BaseException, like KeyboardInterrupt: no `except Exception` on the way (a tool, the
+    loop, run_execute's own handler) may turn a stop into a failed run. run_execute catches
+    it and calls RunRecorder.release().
+    """
 
 
 class RunRecorder:
@@ -180,6 +192,35 @@ class RunRecorder:
             completion_tokens=self.run.completion_tokens + result.completion_tokens,
         ):
             self.publish("run.waiting", {"status": "waiting", "question": result.question, "call_id": result.waiting_call_id})
+        return self.run
+
+    def release(self) -> Run:
+        """Hands the run back to the queue because its worker is stopping; returns it.
+
+        Not a crash, so this start is not counted: GATEWAY_MAX_ATTEMPTS gives up on runs whose
+        worker keeps dying, and an orderly stop is not that. The rest is what the sweeper does
+        for a dead worker's run: the text streamed so far stays on its message, marked failed;
+        tool calls under way are answered as interrupted (never run twice); status queued,
+        lease cleared. Rounds completed so far are counted, so the round cap holds across the
+        stop. A run that already left running is left as it is. Publishes nothing: the caller
+        announces run.queued (seq 0) and wakes the thread's queue.
+        """
+        now = timezone.now()
+        with transaction.atomic():
+            rounds = self.rounds - (1 if self.message is not None else 0)
+            released = Run.objects.filter(pk=self.run.pk, status=Run.Status.RUNNING).update(
+                status=Run.Status.QUEUED, lease_expires_at=None, attempts=F("attempts") - 1,
+                rounds=self.run.rounds + rounds,
+            )
+            if released:
+                if self.message is not None:
+                    self.message.content = "".join(self.partial)
+                    self.message.status = Message.Status.FAILED
+                    self.message.completed_at = now
+                    self.message.save(update_fields=["content", "status", "completed_at"])
+                tool_calls_interrupt(run=self.run)
+        self.message = None
+        self.run.refresh_from_db()
         return self.run
 
     def fail(self, error: str) -> Run:

@@ -17,7 +17,13 @@ from . import llm
 from .history import history_for_run
 from .loop import Budget, OverTime, loop_run
 from .models import Agent, Run
-from .recorder import Publish, RunRecorder, lease_duration, tool_calls_interrupt
+from .recorder import (
+    Publish,
+    RunInterrupted,
+    RunRecorder,
+    lease_duration,
+    tool_calls_interrupt,
+)
 from .skills import Skill, skills_for_agent
 from .tools import ToolScope, ToolSet
 
@@ -136,6 +142,16 @@ def run_has_queued(*, thread_id: int) -> bool:
     return Run.objects.filter(thread_id=thread_id, status=Run.Status.QUEUED).exists()
 
 
+def run_queued_thread_ids() -> list[int]:
+    """Threads with a queued run and none running or waiting: the ones a worker should be
+    told about again when their task may have been lost (a stopped worker's local queue,
+    the Redis broker's missing receipts). A thread with a running run is left out: its
+    worker, or the sweeper if that worker died, wakes it when the run ends."""
+    busy = Run.objects.filter(status__in=(Run.Status.RUNNING, Run.Status.WAITING)).values("thread_id")
+    queued = Run.objects.filter(status=Run.Status.QUEUED).exclude(thread_id__in=busy)
+    return list(queued.order_by("thread_id").values_list("thread_id", flat=True).distinct())
+
+
 def workspace_for(agent: Agent) -> Path:
     """The agent's own directory for file tools and the shell (created when first used)."""
     return settings.WORKSPACES_DIR / agent.slug
@@ -189,6 +205,8 @@ def run_execute(*, run: Run, publish: Publish, client: llm.LLMClient | None = No
             calls_done=_calls_done(run),
             budget=Budget.starting_now(seconds=settings.GATEWAY_RUN_TIMEOUT_SECONDS, max_tokens=settings.GATEWAY_RUN_MAX_TOKENS),
         )
+    except RunInterrupted:  # its worker is stopping: back to the queue, not failed
+        return recorder.release()
     except (llm.LLMError, OverTime) as exc:
         return recorder.fail(str(exc))
     except Exception as exc:
