@@ -66,6 +66,18 @@ class RunInterrupted(BaseException):
     """
 
 
+def _storable(value):
+    """`value` without NUL characters, which PostgreSQL text and jsonb refuse: a model or a
+    fetched page can produce them, and the step must still be stored."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {key: _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
+
+
 class RunRecorder:
     """Listens to the loop's events, stores each step, then publishes it with its ids."""
 
@@ -81,6 +93,7 @@ class RunRecorder:
 
     def __call__(self, event: str, data: dict) -> None:
         self._renew_lease()
+        data = _storable(data)
         handler = getattr(self, "on_" + event.replace(".", "_"), None)
         if handler is not None:
             data = handler(data)

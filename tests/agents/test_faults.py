@@ -348,3 +348,21 @@ def test_the_time_budget_ends_an_answer_still_streaming(settings, owner, agent):
     _assert_one_failure(run, published, "time budget (0.5 s)")
     reply = _assistant(run)
     assert reply.status == Message.Status.FAILED and reply.content.startswith("Echo: ")
+
+
+# --- Odd output -----------------------------------------------------------------------------
+
+
+def test_nul_characters_from_the_model_and_a_tool_are_stored_without_them(scripted, owner, agent):
+    # PostgreSQL text and jsonb refuse NUL; CI runs this file on PostgreSQL too.
+    scripted([
+        {"tool_calls": [{"name": "calculator", "raw_arguments": '{"expression": "1+1\\u0000"}'}], "text": "a\x00b"},
+        "Two\x00.",
+    ])
+
+    run, published = _answer_once(owner, agent, "calc: 1+1")
+
+    assert run.status == Run.Status.DONE and published.terminal() == ["run.finished"]
+    replies = list(run.messages.filter(role=Message.Role.ASSISTANT).order_by("id"))
+    assert [m.content for m in replies] == ["ab", "Two."]
+    assert "\x00" not in replies[0].tool_calls[0]["function"]["arguments"]
