@@ -8,6 +8,7 @@ what the test writes, and the test must see what they write.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -131,6 +132,35 @@ def _wait_for(stack: Stack, what: str, ready) -> None:
     raise RuntimeError(f"{what} not ready after {START_TIMEOUT_SECONDS} s\n{stack.log_tail()}")
 
 
+@contextlib.contextmanager
+def stack_running(stack: Stack, port: int):
+    """daphne on `port` and a qcluster for `stack`, both ready, until the block ends; then both
+    are stopped, and the stack's model server too."""
+    try:
+        _spawn(stack, "daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"])
+        qcluster_log = stack.logs / "qcluster.log"
+        _spawn(stack, "qcluster", [sys.executable, "manage.py", "worker"])
+        _wait_for(stack, "daphne", lambda: _accepts(port))
+        _wait_for(stack, "qcluster", lambda: "running." in qcluster_log.read_text(errors="replace"))
+        yield stack
+    finally:
+        _stop(stack.processes)
+        if stack.model is not None:
+            stack.model.stop()
+
+
+def wait_until(what: str, check, *, timeout: float = 30.0, stack: Stack | None = None):
+    """check()'s first truthy value, polled until `timeout`; else fails saying what was awaited
+    (with the stack's log tail when given)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{stack.log_tail(80)}" if stack else ""))
+
+
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -166,16 +196,8 @@ def stack(django_db_setup, redis_server, tmp_path_factory):
         "DJANGO_DEBUG": "0",
     }
     stack = Stack(base_url=f"http://127.0.0.1:{port}", env=env, model=model, logs=tmp_path_factory.mktemp("stack"))
-    try:
-        _spawn(stack, "daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"])
-        qcluster_log = stack.logs / "qcluster.log"
-        _spawn(stack, "qcluster", [sys.executable, "manage.py", "worker"])
-        _wait_for(stack, "daphne", lambda: _accepts(port))
-        _wait_for(stack, "qcluster", lambda: "running." in qcluster_log.read_text(errors="replace"))
+    with stack_running(stack, port):
         yield stack
-    finally:
-        _stop(stack.processes)
-        model.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,14 @@ from gateway.tasks import runs_sweep
 from tests.doubles.openai_server import ScriptedOpenAIServer
 from tests.factories import AgentFactory, UserFactory
 
-from .conftest import Stack, _spawn, _stop, _wait_for, stack_env
+from .conftest import Stack, _spawn, _stop, _wait_for, stack_env, wait_until
 
 LEASE_SECONDS = 2
 TEXT = " ".join(f"word{n}" for n in range(60))
 
 
 def _wait(what, check, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(what, check, timeout=timeout)
 
 
 @pytest.fixture

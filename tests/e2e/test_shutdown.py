@@ -22,7 +22,7 @@ from gateway.services import message_submit
 from tests.doubles.openai_server import ScriptedOpenAIServer
 from tests.factories import AgentFactory, UserFactory
 
-from .conftest import Stack, _spawn, _stop, _wait_for, stack_env
+from .conftest import Stack, _spawn, _stop, _wait_for, stack_env, wait_until
 
 TEXT = " ".join(f"word{n}" for n in range(80))
 # qcluster's own stop after its workers: its pusher's last 1 s poll, its monitor; a margin.
@@ -30,13 +30,7 @@ QCLUSTER_STOP_SECONDS = 3
 
 
 def _wait(what, check, stack, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}\n{stack.log_tail(80)}")
+    return wait_until(what, check, timeout=timeout, stack=stack)
 
 
 @pytest.fixture

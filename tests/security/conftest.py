@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,10 @@ from chat.login import login_token_issue
 from tests.e2e.conftest import (
     ModelServer,
     Stack,
-    _accepts,
     _free_port,
-    _spawn,
-    _stop,
-    _wait_for,
     browser,  # noqa: F401  (the module-scoped Chromium fixture, used as it is)
     stack_env,
+    stack_running,
 )
 
 from .corpus import corpus_load, corpus_packed
@@ -104,15 +100,9 @@ def stack(django_db_setup, redis_server, hostile_skills_dir, tmp_path_factory):
     }
     stack = Stack(base_url=f"http://127.0.0.1:{port}", env=env, model=model, logs=tmp_path_factory.mktemp("stack"))
     try:
-        _spawn(stack, "daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"])
-        qcluster_log = stack.logs / "qcluster.log"
-        _spawn(stack, "qcluster", [sys.executable, "manage.py", "worker"])
-        _wait_for(stack, "daphne", lambda: _accepts(port))
-        _wait_for(stack, "qcluster", lambda: "running." in qcluster_log.read_text(errors="replace"))
-        yield stack
+        with stack_running(stack, port):
+            yield stack
     finally:
-        _stop(stack.processes)
-        model.stop()
         _redis_keys_delete(prefix)
 
 
