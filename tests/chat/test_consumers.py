@@ -55,6 +55,14 @@ async def socket(session_cookie, task_queue):
     await communicator.disconnect()
 
 
+@pytest.fixture
+def in_memory_layer(settings):
+    """For sockets refused before the consumer runs: they never use the channel layer, but
+    their app still waits on a channel-layer receive, and cancelling channels-redis's BRPOP
+    mid-call can hang for good (django/channels_redis#319 and kin; seen once here in CI)."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
 async def _closed_with(communicator) -> int:
     # Accepted, then closed with a code the page can act on (a refused handshake is a bare 1006).
     connected, _ = await communicator.connect(timeout=FRAME_SECONDS)
@@ -64,14 +72,14 @@ async def _closed_with(communicator) -> int:
     return closed["code"]
 
 
-async def test_a_visitor_who_is_not_logged_in_is_closed_with_the_signed_out_code():
+async def test_a_visitor_who_is_not_logged_in_is_closed_with_the_signed_out_code(in_memory_layer):
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=[ORIGIN])
 
     assert await _closed_with(communicator) == CLOSE_UNAUTHENTICATED
 
 
 @pytest.mark.parametrize("origin", [b"http://evil.example", b"http://127.0.0.1.evil.example:8000", None])
-async def test_a_page_from_another_origin_is_refused_even_with_the_cookie(session_cookie, origin):
+async def test_a_page_from_another_origin_is_refused_even_with_the_cookie(session_cookie, origin, in_memory_layer):
     headers = [session_cookie] + ([(b"origin", origin)] if origin else [])
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
 
@@ -196,7 +204,7 @@ async def test_a_socket_whose_session_no_longer_verifies_is_closed_on_its_next_f
     assert await socket.receive_output(timeout=FRAME_SECONDS) == {"type": "websocket.close", "code": CLOSE_SIGNED_OUT}
 
 
-async def test_the_old_session_cookie_cannot_open_a_socket_after_rotation(session_cookie, owner):
+async def test_the_old_session_cookie_cannot_open_a_socket_after_rotation(session_cookie, owner, in_memory_layer):
     await database_sync_to_async(login_rotate)()
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=[ORIGIN, session_cookie])
 
