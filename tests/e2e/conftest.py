@@ -132,16 +132,37 @@ def _wait_for(stack: Stack, what: str, ready) -> None:
     raise RuntimeError(f"{what} not ready after {START_TIMEOUT_SECONDS} s\n{stack.log_tail()}")
 
 
+def web_stack(model: ModelServer, logs: Path, **env) -> tuple[Stack, int]:
+    """A Stack for daphne on a free port plus a qcluster, answered by `model`; `env` adds to
+    or overrides the environment. Start it with `stack_running`."""
+    port = _free_port()
+    env = {
+        **stack_env(model.url),
+        "PORT": str(port),
+        "PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "GATEWAY_WORKERS": "2",
+        "DJANGO_DEBUG": "0",
+        **env,
+    }
+    return Stack(base_url=f"http://127.0.0.1:{port}", env=env, model=model, logs=logs), port
+
+
+def worker_start(stack: Stack, name: str) -> subprocess.Popen:
+    """`manage.py worker` (a qcluster) for `stack`, once it says it is running."""
+    log = stack.logs / f"{name}.log"
+    process = _spawn(stack, name, [sys.executable, "manage.py", "worker"])
+    _wait_for(stack, name, lambda: "running." in log.read_text(errors="replace"))
+    return process
+
+
 @contextlib.contextmanager
 def stack_running(stack: Stack, port: int):
     """daphne on `port` and a qcluster for `stack`, both ready, until the block ends; then both
     are stopped, and the stack's model server too."""
     try:
         _spawn(stack, "daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"])
-        qcluster_log = stack.logs / "qcluster.log"
-        _spawn(stack, "qcluster", [sys.executable, "manage.py", "worker"])
+        worker_start(stack, "qcluster")
         _wait_for(stack, "daphne", lambda: _accepts(port))
-        _wait_for(stack, "qcluster", lambda: "running." in qcluster_log.read_text(errors="replace"))
         yield stack
     finally:
         _stop(stack.processes)
@@ -185,17 +206,9 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 @pytest.fixture(scope="module")
 def stack(django_db_setup, redis_server, tmp_path_factory):
     """daphne + qcluster on the test database, answered by a paced scripted model."""
-    port = _free_port()
     model = ModelServer(port=_free_port())
     model.start()
-    env = {
-        **stack_env(model.url),
-        "PORT": str(port),
-        "PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "GATEWAY_WORKERS": "2",
-        "DJANGO_DEBUG": "0",
-    }
-    stack = Stack(base_url=f"http://127.0.0.1:{port}", env=env, model=model, logs=tmp_path_factory.mktemp("stack"))
+    stack, port = web_stack(model, tmp_path_factory.mktemp("stack"))
     with stack_running(stack, port):
         yield stack
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 
 import pytest
@@ -17,14 +16,10 @@ from gateway.tasks import runs_sweep
 from tests.doubles.openai_server import ScriptedOpenAIServer
 from tests.factories import AgentFactory, UserFactory
 
-from .conftest import Stack, _spawn, _stop, _wait_for, stack_env, wait_until
+from .conftest import Stack, _stop, stack_env, wait_until, worker_start
 
 LEASE_SECONDS = 2
 TEXT = " ".join(f"word{n}" for n in range(60))
-
-
-def _wait(what, check, timeout=30.0):
-    return wait_until(what, check, timeout=timeout)
 
 
 @pytest.fixture
@@ -34,10 +29,7 @@ def workers(transactional_db, redis_server, tmp_path):
     stack = Stack(base_url="", env=env, model=None, logs=tmp_path)
 
     def start(name):
-        log = tmp_path / f"{name}.log"
-        process = _spawn(stack, name, [sys.executable, "manage.py", "worker"])
-        _wait_for(stack, name, lambda: "running." in log.read_text(errors="replace"))
-        return process
+        return worker_start(stack, name)
 
     def kill(process):
         os.killpg(process.pid, signal.SIGKILL)
@@ -55,7 +47,7 @@ def test_a_worker_killed_mid_stream_is_replaced_and_the_answer_completes_once(wo
     agent = AgentFactory(slug="assistant", is_default=True, enabled_tools=[])
     submitted = message_submit(owner=UserFactory(), text=TEXT, source="web", agent_slug=agent.slug)
     run = submitted.run
-    _wait("streaming", lambda: Message.objects.filter(run=run, role="assistant", status="streaming").exists())
+    wait_until("streaming", lambda: Message.objects.filter(run=run, role="assistant", status="streaming").exists())
     time.sleep(1.5)  # tokens are out and checkpointed (every third of the lease)
 
     workers.kill(first)
@@ -64,7 +56,7 @@ def test_a_worker_killed_mid_stream_is_replaced_and_the_answer_completes_once(wo
     assert runs_sweep() == 1  # what the every-minute schedule does
     workers("worker-2")
 
-    run = _wait("the run to end", lambda: Run.objects.filter(pk=run.pk, status__in=Run.TERMINAL).first())
+    run = wait_until("the run to end", lambda: Run.objects.filter(pk=run.pk, status__in=Run.TERMINAL).first())
     assert (run.status, run.stop_reason, run.attempts) == ("done", "answered", 2)
     replies = list(Message.objects.filter(run=run, role="assistant").order_by("id").values_list("status", "content"))
     assert [status for status, _ in replies] == ["failed", "complete"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sys
 import time
 
 import psutil
@@ -22,15 +21,11 @@ from gateway.services import message_submit
 from tests.doubles.openai_server import ScriptedOpenAIServer
 from tests.factories import AgentFactory, UserFactory
 
-from .conftest import Stack, _spawn, _stop, _wait_for, stack_env, wait_until
+from .conftest import Stack, _stop, stack_env, wait_until, worker_start
 
 TEXT = " ".join(f"word{n}" for n in range(80))
 # qcluster's own stop after its workers: its pusher's last 1 s poll, its monitor; a margin.
 QCLUSTER_STOP_SECONDS = 3
-
-
-def _wait(what, check, stack, timeout=30.0):
-    return wait_until(what, check, timeout=timeout, stack=stack)
 
 
 @pytest.fixture
@@ -40,10 +35,7 @@ def workers(transactional_db, redis_server, tmp_path):
     stack = Stack(base_url="", env=env, model=None, logs=tmp_path)
 
     def start(name):
-        log = tmp_path / f"{name}.log"
-        process = _spawn(stack, name, [sys.executable, "manage.py", "worker"])
-        _wait_for(stack, name, lambda: "running." in log.read_text(errors="replace"))
-        return process
+        return worker_start(stack, name)
 
     def stop(process, *, group: bool, within: float) -> float:
         """SIGTERM to the qcluster process or its whole group; asserts that it and every
@@ -76,7 +68,7 @@ def _submit():
 def test_a_worker_stopped_mid_stream_hands_the_run_back_and_the_next_worker_finishes_it(workers, group):
     first = workers("worker-1")
     run = _submit()
-    _wait("streaming", lambda: Message.objects.filter(run=run, role="assistant", status="streaming").exists(), workers.stack)
+    wait_until("streaming", lambda: Message.objects.filter(run=run, role="assistant", status="streaming").exists(), stack=workers.stack)
     time.sleep(0.5)
 
     workers.stop(first, group=group, within=shutdown.RUN_GRACE_SECONDS + QCLUSTER_STOP_SECONDS)
@@ -88,7 +80,7 @@ def test_a_worker_stopped_mid_stream_hands_the_run_back_and_the_next_worker_fini
 
     workers("worker-2")
 
-    run = _wait("the run to end", lambda: Run.objects.filter(pk=run.pk, status__in=Run.TERMINAL).first(), workers.stack)
+    run = wait_until("the run to end", lambda: Run.objects.filter(pk=run.pk, status__in=Run.TERMINAL).first(), stack=workers.stack)
     assert (run.status, run.stop_reason, run.attempts) == ("done", "answered", 1)
     replies = list(Message.objects.filter(run=run, role="assistant").order_by("id").values_list("status", "content"))
     assert replies == [("failed", partial.content), ("complete", f"Echo: {TEXT}")]
@@ -100,7 +92,7 @@ def test_a_run_still_waiting_for_the_model_is_cut_loose_and_taken_back_at_once(w
     workers.model.ttft_seconds = 60  # the first token would come long after any stop
     first = workers("worker-1")
     run = _submit()
-    _wait("the model request", lambda: workers.model.requests, workers.stack)
+    wait_until("the model request", lambda: workers.model.requests, stack=workers.stack)
 
     workers.stop(first, group=False, within=shutdown.STOP_LIMIT_SECONDS + QCLUSTER_STOP_SECONDS)
 
@@ -111,7 +103,7 @@ def test_a_run_still_waiting_for_the_model_is_cut_loose_and_taken_back_at_once(w
     workers.model.ttft_seconds = 0
     workers("worker-2")
 
-    run = _wait("the run to end", lambda: Run.objects.filter(pk=run.pk, status__in=Run.TERMINAL).first(), workers.stack)
+    run = wait_until("the run to end", lambda: Run.objects.filter(pk=run.pk, status__in=Run.TERMINAL).first(), stack=workers.stack)
     assert (run.status, run.attempts) == ("done", 2)
     replies = list(Message.objects.filter(run=run, role="assistant").order_by("id").values_list("status", "content"))
     assert replies == [("failed", ""), ("complete", f"Echo: {TEXT}")]
@@ -120,7 +112,7 @@ def test_a_run_still_waiting_for_the_model_is_cut_loose_and_taken_back_at_once(w
 def test_a_sigterm_to_one_worker_process_hands_its_run_to_the_cluster_which_goes_on(workers):
     cluster = workers("worker-1")
     run = _submit()
-    _wait("streaming", lambda: Message.objects.filter(run=run, role="assistant", status="streaming").exists(), workers.stack)
+    wait_until("streaming", lambda: Message.objects.filter(run=run, role="assistant", status="streaming").exists(), stack=workers.stack)
     log = (workers.stack.logs / "worker-1.log").read_text()
     name = re.search(rf"(Process-\w+) processing thread-{run.thread_id} ", log).group(1)
     pid = int(re.search(rf"{name} ready for work at (\d+)", log).group(1))
@@ -129,10 +121,10 @@ def test_a_sigterm_to_one_worker_process_hands_its_run_to_the_cluster_which_goes
 
     # That process alone stops: its run goes back to the queue and the cluster (a sibling, or
     # the process qcluster starts in its place) answers it.
-    run = _wait("the run to end", lambda: Run.objects.filter(pk=run.pk, status__in=Run.TERMINAL).first(), workers.stack)
+    run = wait_until("the run to end", lambda: Run.objects.filter(pk=run.pk, status__in=Run.TERMINAL).first(), stack=workers.stack)
     assert not psutil.pid_exists(pid) and cluster.poll() is None
     assert (run.status, run.attempts) == ("done", 1)
     replies = list(Message.objects.filter(run=run, role="assistant").order_by("id").values_list("status", "content"))
     assert [s for s, _ in replies] == ["failed", "complete"] and replies[1][1] == f"Echo: {TEXT}"
     second = _submit()
-    assert _wait("another answer", lambda: Run.objects.filter(pk=second.pk, status="done").exists(), workers.stack)
+    assert wait_until("another answer", lambda: Run.objects.filter(pk=second.pk, status="done").exists(), stack=workers.stack)

@@ -16,11 +16,10 @@ from django.test import Client
 from chat.login import login_token_issue
 from tests.e2e.conftest import (
     ModelServer,
-    Stack,
     _free_port,
     browser,  # noqa: F401  (the module-scoped Chromium fixture, used as it is)
-    stack_env,
     stack_running,
+    web_stack,
 )
 
 from .corpus import corpus_load, corpus_packed
@@ -85,20 +84,16 @@ def stack(django_db_setup, redis_server, hostile_skills_dir, tmp_path_factory):
     The stack gets a Redis prefix of its own: its qcluster would otherwise take the tasks
     that in-process tests here queue and work off themselves (tests/worker.py)."""
     prefix = f"{os.environ['REDIS_PREFIX']}-security-stack"
-    port = _free_port()
     model = ModelServer(port=_free_port())
     model.start()
-    env = {
-        **stack_env(model.url),
-        "PORT": str(port),
-        "PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "GATEWAY_WORKERS": "1",
-        "DJANGO_DEBUG": "0",
-        "SKILLS_DIRS": str(hostile_skills_dir),
-        "WORKSPACES_DIR": str(tmp_path_factory.mktemp("stack-workspaces")),
-        "REDIS_PREFIX": prefix,
-    }
-    stack = Stack(base_url=f"http://127.0.0.1:{port}", env=env, model=model, logs=tmp_path_factory.mktemp("stack"))
+    stack, port = web_stack(
+        model,
+        tmp_path_factory.mktemp("stack"),
+        GATEWAY_WORKERS="1",
+        SKILLS_DIRS=str(hostile_skills_dir),
+        WORKSPACES_DIR=str(tmp_path_factory.mktemp("stack-workspaces")),
+        REDIS_PREFIX=prefix,
+    )
     try:
         with stack_running(stack, port):
             yield stack
